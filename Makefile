@@ -1,0 +1,120 @@
+# Migician recipe pack: converters -> data files -> recipes -> checkpoints -> merge_tool -> eval.
+# `make help` lists the targets. Two environments (see README "Environments"):
+#   .venv       training: LLaMA-Factory 0.9.5 (transformers <= 5.6)
+#   .venv-eval  evaluation: vLLM (transformers >= 5.16)
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+# cpu or cuda; detected once, override with DEVICE=cpu.
+DEVICE ?= $(shell nvidia-smi -L >/dev/null 2>&1 && echo cuda || echo cpu)
+
+VENV := .venv
+VENV_EVAL := .venv-eval
+TRAIN_STAMP := $(VENV)/.installed-$(DEVICE)
+EVAL_STAMP := $(VENV_EVAL)/.installed-$(DEVICE)
+TRAIN_PY := $(VENV)/bin/python
+EVAL_PY := $(VENV_EVAL)/bin/python
+
+# ---- training knobs (8 GPUs, one node by default) ---------------------------------------
+BASE_MODEL ?= Qwen/Qwen2-VL-7B-Instruct
+NGPUS ?= 8
+NNODES ?= 1
+NODE_RANK ?= 0
+MASTER_ADDR ?= 127.0.0.1
+MASTER_PORT ?= 29500
+GLOBAL_BATCH ?= 48
+LR2 ?= 4.0e-6
+STAGE1_OUT ?= saves/stage1
+STAGE2_OUT ?= saves/stage2
+MERGED_OUT ?= saves/merged
+# Extra `key=value` overrides passed to llamafactory-cli, e.g.
+#   TRAIN_ARGS="flash_attn=fa2 enable_liger_kernel=true deepspeed=recipes/ds_z2_config.json"
+TRAIN_ARGS ?=
+
+# ---- data and eval knobs ---------------------------------------------------------------
+DATA_ROOT ?=
+DATA_OUT ?= data
+MODEL ?=
+BENCH ?= $(DATA_ROOT)/MIG-Bench/MIG_data.json
+BACKEND ?= vllm
+EVAL_OUT ?= outputs/eval/$(notdir $(patsubst %/,%,$(MODEL)))
+EVAL_ARGS ?=
+
+.PHONY: help setup setup-flash-attn test lint format data stage1 stage2 merge eval demo clean distclean
+
+help: ## list the targets
+	@grep -E '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
+
+# ---- environments ----------------------------------------------------------------------
+setup: $(TRAIN_STAMP) $(EVAL_STAMP) ## build both environments (idempotent)
+
+$(TRAIN_STAMP): requirements/train.txt requirements/train-cuda.txt pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q pip==25.3
+	$(VENV)/bin/pip install -q -r requirements/train.txt
+	if [ "$(DEVICE)" = cuda ]; then $(VENV)/bin/pip install -q -r requirements/train-cuda.txt; fi
+	$(VENV)/bin/pip install -q --no-deps -e .
+	touch $@
+
+$(EVAL_STAMP): requirements/eval-cpu.txt requirements/eval-cuda.txt scripts/setup_eval_env.sh pyproject.toml
+	bash scripts/setup_eval_env.sh $(VENV_EVAL) $(DEVICE)
+	touch $@
+
+setup-flash-attn: $(TRAIN_STAMP) ## (CUDA only) build flash-attn 2 into .venv
+	$(VENV)/bin/pip install -q flash-attn==2.8.3 --no-build-isolation
+
+# ---- checks ----------------------------------------------------------------------------
+test: setup ## run the test suite (trains and evaluates tiny models on the CPU)
+	$(TRAIN_PY) -m pytest -q -ra tests
+
+lint: $(TRAIN_STAMP) ## ruff lint and format check
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: $(TRAIN_STAMP) ## ruff format and autofix
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+# ---- the real pipeline -----------------------------------------------------------------
+data: $(TRAIN_STAMP) ## convert DATA_ROOT (MGrounding-630k + general data) and build both mixtures into data/
+	@test -n "$(DATA_ROOT)" || { echo "usage: make data DATA_ROOT=/path/holding/MGrounding-630k"; exit 2; }
+	$(TRAIN_PY) -m converters all --data-root $(DATA_ROOT) --output-dir $(DATA_OUT)
+
+# Distributed launch: LLaMA-Factory's launcher runs torchrun when FORCE_TORCHRUN=1.
+# The per-device batch and accumulation keep the global batch at $(GLOBAL_BATCH).
+BATCH_SPLIT = $(shell $(PYTHON) scripts/global_batch.py --global-batch $(GLOBAL_BATCH) --world-size $$(( $(NGPUS) * $(NNODES) )))
+LAUNCH = $(if $(filter cuda,$(DEVICE)),FORCE_TORCHRUN=1 NPROC_PER_NODE=$(NGPUS) NNODES=$(NNODES) NODE_RANK=$(NODE_RANK) MASTER_ADDR=$(MASTER_ADDR) MASTER_PORT=$(MASTER_PORT),)
+CPU_ARGS = $(if $(filter cpu,$(DEVICE)),use_cpu=true bf16=false deepspeed=null,)
+define train_stage
+	@split="$(BATCH_SPLIT)"; test -n "$$split" || exit 2; set -- $$split; \
+	echo "global batch $(GLOBAL_BATCH) = $$1 per device x $$2 accumulation x $$(( $(NGPUS) * $(NNODES) )) GPUs"; \
+	$(LAUNCH) $(VENV)/bin/llamafactory-cli train $(1) per_device_train_batch_size=$$1 gradient_accumulation_steps=$$2 $(2) $(CPU_ARGS) $(TRAIN_ARGS)
+endef
+
+stage1: $(STAGE1_OUT)/all_results.json ## stage 1 (1M examples); resumes from the last checkpoint if interrupted
+$(STAGE1_OUT)/all_results.json: | $(TRAIN_STAMP)
+	$(call train_stage,recipes/stage1.yaml,model_name_or_path=$(BASE_MODEL) output_dir=$(STAGE1_OUT))
+
+stage2: $(STAGE2_OUT)/all_results.json ## stage 2 (200k examples) from stage 1's weights
+$(STAGE2_OUT)/all_results.json: $(STAGE1_OUT)/all_results.json | $(TRAIN_STAMP)
+	$(call train_stage,recipes/stage2.yaml,model_name_or_path=$(STAGE1_OUT) output_dir=$(STAGE2_OUT) learning_rate=$(LR2))
+
+merge: $(MERGED_OUT)/config.json ## average stage 1 and stage 2 (uniform weights) into saves/merged
+$(MERGED_OUT)/config.json: $(STAGE1_OUT)/all_results.json $(STAGE2_OUT)/all_results.json | $(TRAIN_STAMP)
+	$(TRAIN_PY) -m merge_tool --models $(STAGE1_OUT) $(STAGE2_OUT) --output $(MERGED_OUT)
+
+eval: $(EVAL_STAMP) ## score MODEL on MIG-Bench (BENCH=.../MIG_data.json, BACKEND=vllm|hf|openai)
+	@test -n "$(MODEL)" || { echo "usage: make eval MODEL=saves/merged BENCH=/path/MIG-Bench/MIG_data.json"; exit 2; }
+	$(EVAL_PY) -m eval run --model $(MODEL) --bench $(BENCH) --backend $(BACKEND) --output-dir $(EVAL_OUT) $(EVAL_ARGS)
+
+# ---- the CPU demo ----------------------------------------------------------------------
+demo: setup ## the whole pipeline on this machine with a tiny model (reuses what is built)
+	$(TRAIN_PY) -m demo.run --eval-python $(EVAL_PY)
+
+clean: ## remove the demo's data, checkpoints and reports
+	rm -rf data/demo saves/demo outputs/demo
+
+distclean: clean ## also remove both environments and caches
+	rm -rf $(VENV) $(VENV_EVAL) .cache .pytest_cache .ruff_cache

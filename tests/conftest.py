@@ -1,0 +1,56 @@
+"""Shared fixtures: the two environments and a tiny Qwen2-VL built once per session.
+
+The suite runs in the training environment (.venv). Code that needs vLLM runs
+in .venv-eval through a subprocess; if that environment is missing the tests
+that need it fail (they are not skipped: `make test` builds it first).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> Path:
+    return REPO
+
+
+@pytest.fixture(scope="session")
+def train_python() -> str:
+    return sys.executable
+
+
+@pytest.fixture(scope="session")
+def eval_python() -> str:
+    path = Path(os.environ.get("EVAL_PYTHON", REPO / ".venv-eval" / "bin" / "python"))
+    assert path.exists(), f"evaluation environment missing: {path} (run `make setup`)"
+    return str(path)
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> Path:
+    """A tiny random Qwen2-VL checkpoint (seed 0), shared by the whole session."""
+    from demo.tiny_model import build_tiny_qwen2vl
+
+    return build_tiny_qwen2vl(tmp_path_factory.mktemp("tiny") / "tiny-qwen2vl", seed=0)
+
+
+def run_in(python: str, args: list[str], timeout: float = 900, env: dict | None = None, **kwargs):
+    """Run `python args...` from the repo root, raising with the output on failure."""
+    full_env = {**os.environ, "PYTHONPATH": str(REPO), "VLLM_CPU_KVCACHE_SPACE": "1", **(env or {})}
+    proc = subprocess.run(
+        [python, *args], cwd=REPO, env=full_env, capture_output=True, text=True, timeout=timeout, **kwargs
+    )
+    if proc.returncode != 0:
+        raise AssertionError(
+            f"{' '.join(args)} exited {proc.returncode}\n--- stdout ---\n{proc.stdout[-4000:]}"
+            f"\n--- stderr ---\n{proc.stderr[-6000:]}"
+        )
+    return proc
