@@ -1,0 +1,56 @@
+"""Generate from a checkpoint with vLLM's offline engine (run in .venv-eval).
+
+Prints one JSON line: {"outputs": [{"text", "token_ids"}...], "vocab_size"}.
+Used by tests that need proof a checkpoint loads and generates in vLLM.
+"""
+
+import argparse
+import json
+
+from PIL import Image, ImageDraw
+
+
+def images(n: int) -> list:
+    out = []
+    for i in range(n):
+        img = Image.new("RGB", (112, 84 + 28 * i), "white")
+        ImageDraw.Draw(img).rectangle([10 * i, 10, 10 * i + 30, 40], fill="red")
+        out.append(img)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("model")
+    parser.add_argument("--images", type=int, default=2)
+    parser.add_argument("--prompts", type=int, default=3)
+    parser.add_argument("--max-tokens", type=int, default=8)
+    args = parser.parse_args()
+
+    from transformers import AutoProcessor
+    from vllm import LLM, SamplingParams
+
+    processor = AutoProcessor.from_pretrained(args.model)
+    content = [{"type": "image"}] * args.images + [{"type": "text", "text": "Where is the red square?"}]
+    prompt = processor.apply_chat_template(
+        [{"role": "user", "content": content}], tokenize=False, add_generation_prompt=True
+    )
+    llm = LLM(
+        model=args.model,
+        enforce_eager=True,
+        max_model_len=2048,
+        limit_mm_per_prompt={"image": args.images},
+        seed=0,
+    )
+    requests = [{"prompt": prompt, "multi_modal_data": {"image": images(args.images)}}] * args.prompts
+    params = SamplingParams(temperature=0.0, max_tokens=args.max_tokens, ignore_eos=True)
+    outs = llm.generate(requests, params)
+    result = {
+        "outputs": [{"text": o.outputs[0].text, "token_ids": list(o.outputs[0].token_ids)} for o in outs],
+        "vocab_size": llm.llm_engine.model_config.get_vocab_size(),
+    }
+    print("RESULT " + json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
