@@ -1,0 +1,239 @@
+"""LLaVA-style conversation data -> ShareGPT: LLaVA-OneVision (JSON and parquet) and M4-Instruct.
+
+Why: the paper's S-/M-Understanding data ships in LLaVA's layout: an
+`image` field (one path, a list of paths, or embedded bytes in the parquet
+release) next to human/gpt `conversations`. LLaMA-Factory wants an `images`
+list of files, so parquet images are written out once (a file that already
+exists with the same size is not rewritten, so re-runs and resumed runs skip
+the work) and every path is made absolute.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from .convert import SourceReject, convert
+from .records import make_resolver
+from .report import ConversionReport
+from .streaming import iter_json_records
+
+_MAGIC = (
+    (b"\xff\xd8\xff", "jpg"),
+    (b"\x89PNG\r\n\x1a\n", "png"),
+    (b"GIF87a", "gif"),
+    (b"GIF89a", "gif"),
+    (b"BM", "bmp"),
+)
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def image_extension(data: bytes, hint: str | None = None) -> str:
+    for magic, ext in _MAGIC:
+        if data.startswith(magic):
+            return ext
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "webp"
+    suffix = Path(hint or "").suffix.lstrip(".").lower()
+    return _UNSAFE.sub("", suffix) or "bin"
+
+
+def write_once(path: Path, data: bytes) -> bool:
+    """Write `data` to `path` unless a file of that size is already there; True if written.
+
+    Written through a temporary sibling and a rename, so an interrupted run never
+    leaves a short file that a later run would mistake for a finished one.
+    """
+    try:
+        if path.stat().st_size == len(data):
+            return False
+    except FileNotFoundError:
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as handle:
+        handle.write(data)
+    os.replace(tmp, path)
+    return True
+
+
+def _image_list(value: Any) -> Any:
+    """LLaVA's `image` field (absent, one path or a list) -> a list, or the odd value for the checks to reject."""
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [value] if value else []
+    return value
+
+
+def iter_llava_json(path: Path, image_root: Path, default_type: str, progress=None) -> Iterator[Any]:
+    """Records of a LLaVA-style JSON/JSONL file; `image` paths are relative to `image_root`."""
+    resolve = make_resolver(image_root)
+    for raw in iter_json_records(path, progress=progress):
+        if not isinstance(raw, dict):
+            yield raw  # the checks reject it with its type
+            continue
+        images = _image_list(raw.get("image", raw.get("images")))
+        if isinstance(images, list) and all(isinstance(p, str) and p for p in images):
+            images = [resolve(p) for p in images]
+        yield {
+            "id": raw.get("id"),
+            "type": raw.get("data_source") or default_type,
+            "images": images,
+            "conversations": raw.get("conversations"),
+        }
+
+
+class ParquetImages:
+    """Counts of images written vs. already present during one parquet conversion."""
+
+    def __init__(self) -> None:
+        self.written = 0
+        self.present = 0
+
+
+def iter_llava_parquet(
+    path: Path, image_dir: Path, subset: str, stats: ParquetImages, batch_rows: int = 256
+) -> Iterator[Any]:
+    """Rows of one LLaVA-OneVision parquet file; embedded images go to image_dir/subset/<file>/<row>.<ext>."""
+    import pyarrow.parquet as pq
+
+    try:
+        parquet = pq.ParquetFile(path)
+    except Exception as err:
+        raise ValueError(f"{path}: not a readable parquet file: {err}") from None
+    names = set(parquet.schema_arrow.names)
+    missing = {"id", "conversations"} - names
+    if missing:
+        raise ValueError(f"{path}: parquet file lacks column(s) {sorted(missing)}; found {sorted(names)}")
+    columns = [c for c in ("id", "image", "conversations", "data_source") if c in names]
+    folder = Path(os.path.abspath(image_dir)) / _UNSAFE.sub("_", subset) / _UNSAFE.sub("_", path.stem)
+    row = -1
+    for batch in parquet.iter_batches(batch_size=batch_rows, columns=columns):
+        for item in batch.to_pylist():
+            row += 1
+            image = item.get("image")
+            images: list[str] = []
+            if isinstance(image, dict) and image.get("bytes"):
+                data = image["bytes"]
+                target = folder / f"{row:08d}.{image_extension(data, image.get('path'))}"
+                if write_once(target, data):
+                    stats.written += 1
+                else:
+                    stats.present += 1
+                images = [str(target)]
+            elif isinstance(image, dict) and image.get("path"):
+                images = [str(Path(os.path.abspath(path.parent)) / image["path"])]
+            elif image not in (None, {}) and not isinstance(image, dict):
+                yield SourceReject(
+                    item.get("id"), "bad_record", f"{path} row {row}: image is a {type(image).__name__}"
+                )
+                continue
+            yield {
+                "id": item.get("id"),
+                "type": item.get("data_source") or subset,
+                "images": images,
+                "conversations": item.get("conversations"),
+            }
+
+
+def _json_inputs(root: Path) -> list[Path]:
+    return sorted(p for p in root.rglob("*") if p.suffix.lower() in (".json", ".jsonl") and p.is_file())
+
+
+def collect_llava_inputs(paths: list[str | os.PathLike]) -> list[Path]:
+    """Expand folders into their parquet/JSON files (sorted, so output order is stable)."""
+    found: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            found.extend(sorted(p.rglob("*.parquet")))
+            found.extend(_json_inputs(p))
+        elif p.is_file():
+            found.append(p)
+        else:
+            raise FileNotFoundError(f"LLaVA input {p} not found")
+    return found
+
+
+def convert_llava_onevision(
+    inputs: list[str | os.PathLike],
+    output: str | os.PathLike,
+    rejects: str | os.PathLike,
+    image_dir: str | os.PathLike | None = None,
+    image_root: str | os.PathLike | None = None,
+    base: str | os.PathLike | None = None,
+    name: str = "llava_onevision",
+    **options,
+) -> ConversionReport:
+    """Convert LLaVA-OneVision parquet and/or JSON files into one ShareGPT file.
+
+    Parquet images are extracted under `image_dir`; JSON `image` paths are relative to
+    `image_root` (default: the JSON file's folder). The subset name (used as the record
+    type when a row has no `data_source`) is the file's folder relative to `base`.
+    """
+    files = collect_llava_inputs(inputs)
+    if not files:
+        raise FileNotFoundError(f"no .parquet/.json files in {[str(p) for p in inputs]}")
+    if any(f.suffix == ".parquet" for f in files) and image_dir is None:
+        raise ValueError("parquet inputs need --image-dir (where their embedded images are written)")
+    stats = ParquetImages()
+
+    def subset_of(f: Path) -> str:
+        if base is not None:
+            with_base = os.path.relpath(f.parent, base)
+            if not with_base.startswith(".."):
+                return with_base if with_base != "." else f.stem
+        return f.parent.name
+
+    def records() -> Iterator[Any]:
+        for f in files:
+            if f.suffix.lower() == ".parquet":
+                yield from iter_llava_parquet(f, Path(image_dir), subset_of(f), stats)
+            else:
+                yield from iter_llava_json(f, Path(image_root) if image_root else f.parent, subset_of(f))
+
+    report = convert(
+        tqdm(records(), desc=name, unit="rec", disable=None),
+        output,
+        rejects,
+        name=name,
+        inputs=files,
+        require_images=False,
+        **options,
+    )
+    if stats.written or stats.present:
+        report.notes.append(
+            f"parquet images: {stats.written} written, {stats.present} already extracted (under {image_dir})"
+        )
+    return report
+
+
+def convert_m4_instruct(
+    input_path: str | os.PathLike,
+    image_root: str | os.PathLike,
+    output: str | os.PathLike,
+    rejects: str | os.PathLike,
+    name: str = "m4_instruct",
+    **options,
+) -> ConversionReport:
+    """M4-Instruct's annotation JSON (`image`: list of paths relative to `image_root`)."""
+    input_path = Path(input_path)
+    if not input_path.is_file():
+        raise FileNotFoundError(f"M4-Instruct annotations {input_path} not found")
+    with tqdm(total=input_path.stat().st_size, unit="B", unit_scale=True, desc=name, disable=None) as bar:
+        report = convert(
+            iter_llava_json(input_path, Path(image_root), "m4_instruct", progress=bar.update),
+            output,
+            rejects,
+            name=name,
+            inputs=[input_path],
+            require_images=False,
+            **options,
+        )
+        bar.n = bar.total
+    return report

@@ -1,0 +1,61 @@
+"""MGrounding-630k per-task JSON files -> LLaMA-Factory ShareGPT with absolute image paths.
+
+Why: the published records are already ShareGPT-shaped, but their image
+paths are relative to the download folder and nothing guarantees the
+placeholders, roles and boxes are right; this streams each file through the
+shared checks without ever holding it in memory.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from tqdm import tqdm
+
+from .convert import convert
+from .records import make_resolver
+from .report import ConversionReport
+from .streaming import iter_json_records
+
+# dataset name -> per-task file under DATA_ROOT/MGrounding-630k (the first six are the stage-1 part)
+TASK_FILES = {
+    "mg_common": "Common_Object/common_train_70k.json",
+    "mg_diff": "Difference/diff_train_70k.json",
+    "mg_group_grounding": "Group_Grounding/gg_train_120k.json",
+    "mg_object_tracking": "Object_Tracking/ot_train_130k.json",
+    "mg_referring": "Referring_Grounding/refer_train_70k.json",
+    "mg_region": "Region_Locating/region_train_70k.json",
+    "mg_free_form": "Free-Form/free_form_grounding_130k.json",
+}
+
+
+def convert_mgrounding(
+    input_path: str | os.PathLike,
+    image_root: str | os.PathLike,
+    output: str | os.PathLike,
+    rejects: str | os.PathLike,
+    name: str | None = None,
+    **options,
+) -> ConversionReport:
+    """Convert one MGrounding JSON file; image paths are taken relative to `image_root`
+    (the folder holding `MGrounding-630k/`)."""
+    input_path = Path(input_path)
+    if not input_path.is_file():
+        raise FileNotFoundError(f"MGrounding input {input_path} not found")
+    name = name or input_path.stem
+    with tqdm(total=input_path.stat().st_size, unit="B", unit_scale=True, desc=name, disable=None) as bar:
+        records = iter_json_records(input_path, progress=bar.update)
+        report = convert(
+            records,
+            output,
+            rejects,
+            name=name,
+            inputs=[input_path],
+            require_images=True,
+            resolve=make_resolver(image_root),
+            default_type=input_path.stem,
+            **options,
+        )
+        bar.n = bar.total
+    return report
