@@ -1,0 +1,302 @@
+"""Benchmark merge_tool against the naive merge and against the disk itself, in one run.
+
+Generates two bf16 checkpoints (>= 2 GB each, ~500 MB shards, LLM-shaped
+tensors), then times three ways of producing their average, each in its own
+subprocess so its peak RSS (ru_maxrss from wait4) is its own:
+
+  copy        the disk floor: `cp` one input's shards to the output folder and
+              `cat` the other's to /dev/null (read both inputs, write one output)
+  naive       load both state dicts with torch (safetensors.torch.load_file),
+              average in fp32, save_file in shards
+  merge_tool  python -m merge_tool --models A B --output OUT
+
+Also shown: `python -c "import torch"`, the start-up the naive way pays
+(merge_tool does not import torch). Goals (issue 5): merge_tool peak RSS <=
+1/3 of naive and about one shard plus a little; wall time <= naive and <=
+1.5x copy. Before each timed run dirty pages are flushed (sync) and the
+inputs are read once (--cache warm: equally warm page cache, so "the disk" is
+RAM) or evicted from the page cache (--cache cold: every run reads the disk).
+The best wall time of --repeats runs is used; CPU seconds (user + system) are
+shown too, as they depend less on what else the machine is running. Merged outputs of naive and merge_tool are checked to be tensor-for-tensor
+identical. Everything is deleted at the end unless --keep.
+
+    python benchmarks/bench_merge.py [--layers 5] [--shard-size 500MB] [--repeats 2] [--cache warm|cold]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+HIDDEN, INTERMEDIATE, VOCAB = 4096, 11008, 32000
+
+
+def _layout(layers: int) -> list[tuple[str, tuple[int, ...]]]:
+    """Llama-7B-like tensor shapes: embeddings, `layers` decoder blocks, norm, lm_head."""
+    shapes = [("model.embed_tokens.weight", (VOCAB, HIDDEN))]
+    for i in range(layers):
+        p = f"model.layers.{i}."
+        shapes += [(p + f"self_attn.{x}_proj.weight", (HIDDEN, HIDDEN)) for x in "qkvo"]
+        shapes += [
+            (p + "mlp.gate_proj.weight", (INTERMEDIATE, HIDDEN)),
+            (p + "mlp.up_proj.weight", (INTERMEDIATE, HIDDEN)),
+        ]
+        shapes += [(p + "mlp.down_proj.weight", (HIDDEN, INTERMEDIATE))]
+        shapes += [
+            (p + "input_layernorm.weight", (HIDDEN,)),
+            (p + "post_attention_layernorm.weight", (HIDDEN,)),
+        ]
+    return shapes + [("model.norm.weight", (HIDDEN,)), ("lm_head.weight", (VOCAB, HIDDEN))]
+
+
+def _shard_groups(items: list[tuple[str, int]], max_bytes: int) -> list[list[str]]:
+    groups: list[list[str]] = [[]]
+    size = 0
+    for name, nbytes in items:
+        if groups[-1] and size + nbytes > max_bytes:
+            groups.append([])
+            size = 0
+        groups[-1].append(name)
+        size += nbytes
+    return groups
+
+
+def _save_sharded(tensors_for, names_sizes, out: Path, max_bytes: int) -> None:
+    """save_pretrained-style shards + index, producing each shard's tensors only when it is written."""
+    from safetensors.torch import save_file
+
+    groups = _shard_groups(names_sizes, max_bytes)
+    weight_map = {}
+    for i, group in enumerate(groups, 1):
+        filename = f"model-{i:05d}-of-{len(groups):05d}.safetensors"
+        save_file(tensors_for(group), out / filename, metadata={"format": "pt"})
+        weight_map.update(dict.fromkeys(group, filename))
+    index = {"metadata": {"total_size": sum(n for _, n in names_sizes)}, "weight_map": weight_map}
+    (out / "model.safetensors.index.json").write_text(json.dumps(index, indent=2))
+
+
+def generate(out: Path, seed: int, layers: int, shard_bytes: int) -> None:
+    import torch
+
+    out.mkdir(parents=True)
+    gen = torch.Generator().manual_seed(seed)
+    shapes = dict(_layout(layers))
+
+    def tensors_for(names):
+        return {n: (torch.randn(shapes[n], generator=gen) * 0.02).to(torch.bfloat16) for n in names}
+
+    _save_sharded(tensors_for, [(n, 2 * _numel(s)) for n, s in shapes.items()], out, shard_bytes)
+    config = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "dtype": "bfloat16"}
+    (out / "config.json").write_text(json.dumps(config))
+
+
+def _numel(shape) -> int:
+    n = 1
+    for d in shape:
+        n *= d
+    return n
+
+
+def naive(a: Path, b: Path, out: Path, shard_bytes: int) -> None:
+    """What one writes without a tool: load both state dicts, average, save."""
+    from safetensors.torch import load_file
+
+    def load(folder):
+        state = {}
+        for path in sorted(folder.glob("*.safetensors")):
+            state.update(load_file(path))
+        return state
+
+    sa, sb = load(a), load(b)
+    merged = {k: (v.float() * 0.5 + sb[k].float() * 0.5).to(v.dtype) for k, v in sa.items()}
+    del sa, sb
+    out.mkdir(parents=True)
+    sizes = [(k, v.numel() * v.element_size()) for k, v in merged.items()]
+    _save_sharded(lambda names: {n: merged[n] for n in names}, sizes, out, shard_bytes)
+    shutil.copy(a / "config.json", out / "config.json")
+
+
+def verify(x: Path, y: Path) -> None:
+    """Exit 1 unless both folders hold the same tensors with the same values (read one at a time)."""
+    import torch
+    from safetensors import safe_open
+
+    def where(folder):
+        return {
+            k: folder / v
+            for k, v in json.loads((folder / "model.safetensors.index.json").read_text())[
+                "weight_map"
+            ].items()
+        }
+
+    wx, wy = where(x), where(y)
+    if set(wx) != set(wy):
+        sys.exit(f"tensor names differ: {sorted(set(wx) ^ set(wy))[:5]}")
+    for name in wx:
+        with safe_open(wx[name], "pt") as fx, safe_open(wy[name], "pt") as fy:
+            if not torch.equal(fx.get_tensor(name), fy.get_tensor(name)):
+                sys.exit(f"tensor {name} differs between {x} and {y}")
+
+
+# ------------------------------------------------------------------ orchestration (no torch here)
+
+
+def _timed(cmd: list[str] | str, shell: bool = False) -> tuple[float, float, float]:
+    """Run a command; return (wall seconds, its own peak RSS in MB, its CPU seconds user + system)."""
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, shell=shell)  # noqa: S602 - our own fixed commands
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - start
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise SystemExit(f"benchmark step failed ({proc.returncode}): {cmd}")
+    return wall, usage.ru_maxrss / 1024, usage.ru_utime + usage.ru_stime
+
+
+def _prepare_cache(cache: str, *folders: Path) -> None:
+    """warm: read the inputs once so they sit in the page cache. cold: evict them (our files only,
+    posix_fadvise DONTNEED; no root, other users' cache untouched) so every run reads the disk."""
+    os.sync()
+    for folder in folders:
+        for path in sorted(folder.glob("*.safetensors")):
+            with open(path, "rb") as handle:
+                if cache == "cold":
+                    os.posix_fadvise(handle.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
+                else:
+                    while handle.read(1 << 24):
+                        pass
+
+
+def _size(folder: Path) -> int:
+    return sum(p.stat().st_size for p in folder.glob("*.safetensors"))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--layers", type=int, default=5, help="decoder blocks per model (5 -> 2.55 GB in bf16)"
+    )
+    parser.add_argument("--shard-size", default="500MB")
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument(
+        "--cache",
+        choices=("warm", "cold"),
+        default="warm",
+        help="inputs in the page cache, or read from disk",
+    )
+    parser.add_argument("--workdir", type=Path, default=REPO / ".cache" / "bench")
+    parser.add_argument("--keep", action="store_true", help="keep the generated checkpoints and outputs")
+    args = parser.parse_args()
+    shard_bytes = int(float(args.shard_size.upper().removesuffix("MB")) * 1e6)
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="bench_merge.", dir=args.workdir))
+    py = sys.executable
+    me = str(Path(__file__).resolve())
+    try:
+        a, b = work / "a", work / "b"
+        t0 = time.perf_counter()
+        for folder, seed in ((a, 0), (b, 1)):
+            subprocess.run(
+                [py, me, "_generate", str(folder), str(seed), str(args.layers), str(shard_bytes)], check=True
+            )
+        size = _size(a)
+        shards = len(list(a.glob("*.safetensors")))
+        print(
+            f"inputs: 2 x {size / 1e9:.2f} GB bf16 in {shards} shards each (generated in {time.perf_counter() - t0:.0f} s)"
+        )
+
+        outputs = {
+            "copy": work / "out_copy",
+            "naive": work / "out_naive",
+            "merge_tool": work / "out_merge_tool",
+        }
+        commands = {
+            "copy": (
+                f"mkdir -p {outputs['copy']} && cp {a}/*.safetensors {outputs['copy']}/ "
+                f"&& cat {b}/*.safetensors > /dev/null",
+                True,
+            ),  # fmt: skip
+            "naive": ([py, me, "_naive", str(a), str(b), str(outputs["naive"]), str(shard_bytes)], False),
+            "merge_tool": (
+                [
+                    py,
+                    "-m",
+                    "merge_tool",
+                    "--models",
+                    str(a),
+                    str(b),
+                    "--output",
+                    str(outputs["merge_tool"]),
+                    "--max-shard-size",
+                    args.shard_size,
+                    "--no-progress",
+                ],
+                False,
+            ),  # fmt: skip
+            "python+torch": ([py, "-c", "import torch"], False),
+        }
+        results: dict[str, list[tuple[float, float, float]]] = {name: [] for name in commands}
+        for repeat in range(args.repeats):
+            for name, (cmd, shell) in commands.items():
+                if name in outputs:
+                    shutil.rmtree(outputs[name], ignore_errors=True)
+                _prepare_cache(args.cache, a, b)
+                wall, rss, cpu = _timed(cmd, shell)
+                results[name].append((wall, rss, cpu))
+                print(
+                    f"  run {repeat + 1} {name:<13} {wall:7.2f} s  cpu {cpu:6.2f} s  peak RSS {rss:8.0f} MB",
+                    flush=True,
+                )
+            if repeat < args.repeats - 1:
+                for name in outputs:
+                    shutil.rmtree(outputs[name], ignore_errors=True)
+        subprocess.run([py, me, "_verify", str(outputs["naive"]), str(outputs["merge_tool"])], check=True)
+        print("naive and merge_tool outputs hold identical tensors")
+
+        best = {name: min(w for w, _, _ in runs) for name, runs in results.items()}
+        peak = {name: max(r for _, r, _ in runs) for name, runs in results.items()}
+        cpu = {name: min(c for _, _, c in runs) for name, runs in results.items()}
+        load = os.getloadavg()[0]
+        print(
+            f"\n{'method':<14}{'best wall s':>12}{'cpu s':>8}{'peak RSS MB':>13}   ({args.cache} cache, load {load:.1f})"
+        )
+        for name in commands:
+            print(f"{name:<14}{best[name]:>12.2f}{cpu[name]:>8.2f}{peak[name]:>13.0f}")
+        shard_mb = shard_bytes / 2**20
+        print("\nratios (goal in brackets):")
+        print(f"  peak RSS  merge_tool / naive  {peak['merge_tool'] / peak['naive']:.3f}  [<= 0.333]")
+        print(
+            f"  peak RSS  merge_tool / shard  {peak['merge_tool'] / shard_mb:.3f}  "
+            f"({peak['merge_tool']:.0f} MB vs a {shard_mb:.0f} MB shard)  [about 1 plus a little]"
+        )
+        print(f"  wall      merge_tool / naive  {best['merge_tool'] / best['naive']:.3f}  [<= 1.0]")
+        print(f"  wall      merge_tool / copy   {best['merge_tool'] / best['copy']:.3f}  [<= 1.5]")
+        print(f"  cpu       merge_tool / naive  {cpu['merge_tool'] / cpu['naive']:.3f}")
+        print(f"  cpu       merge_tool / copy   {cpu['merge_tool'] / cpu['copy']:.3f}")
+    finally:
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1].startswith("_"):
+        step, *rest = sys.argv[1:]
+        if step == "_generate":
+            generate(Path(rest[0]), int(rest[1]), int(rest[2]), int(rest[3]))
+        elif step == "_naive":
+            naive(Path(rest[0]), Path(rest[1]), Path(rest[2]), int(rest[3]))
+        elif step == "_verify":
+            verify(Path(rest[0]), Path(rest[1]))
+        else:
+            raise SystemExit(f"unknown step {step}")
+    else:
+        main()

@@ -1,0 +1,148 @@
+"""The streaming loop: chunks of every input -> method -> output bytes, computed in parallel, written in order.
+
+Why this shape: the work is memory-bound. Worker threads each take one chunk
+(a million elements, 2 MB of bf16 per model; numpy ufuncs release the GIL,
+so threads use every core) and run the method over cache-sized blocks of it, so the few
+passes a method makes over float32 data stay in the CPU cache. A bounded
+queue of in-flight chunks keeps memory at `2 x threads` chunk buffers while
+the main thread appends finished chunks to the shard files in order. After a
+chunk is computed its input pages are handed back to the kernel.
+"""
+
+from __future__ import annotations
+
+import collections
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from .dtypes import narrow, widen
+from .plan import MergePlan
+from .writer import OutTensor, Shard, ShardWriter
+
+BLOCK = 1 << 16  # elements per compute block: its float32 operands (256 KB each) stay in L2
+
+
+class _Slot:
+    """Scratch for one in-flight chunk: the output bytes and block-sized wide operands."""
+
+    def __init__(self, chunk: int):
+        self.out = np.empty(chunk * 8, dtype=np.uint8)
+        self._wide: dict[np.dtype, list[np.ndarray]] = {}
+
+    def wide(self, dtype: np.dtype) -> list[np.ndarray]:
+        """acc, tmp, base, scratch: four block-sized buffers of the accumulation type."""
+        if dtype not in self._wide:
+            self._wide[dtype] = [np.empty(BLOCK, dtype=dtype) for _ in range(4)]
+        return self._wide[dtype]
+
+
+def _work(shards: list[Shard], chunk: int) -> Iterator[tuple[int, OutTensor, int, int]]:
+    """(shard index, output tensor, start, stop) for every chunk, in output order."""
+    for i, shard in enumerate(shards):
+        for tensor in shard.tensors:
+            for start in range(0, tensor.numel, chunk):
+                yield i, tensor, start, min(tensor.numel, start + chunk)
+
+
+def _compute(
+    plan: MergePlan, target: OutTensor, start: int, stop: int, slot: _Slot
+) -> tuple[np.ndarray, int]:
+    """Merge elements [start, stop) of one tensor; return the output bytes and the input bytes read."""
+    inputs = plan.inputs
+    views = [ckpt.view(target.name, start, stop) for ckpt in inputs]
+    dest = slot.out[: (stop - start) * target.dtype.itemsize].view(target.dtype.storage)
+    if target.dtype.is_float:
+        with np.errstate(all="ignore"):  # inf and NaN in checkpoints are data, not errors
+            _merge_floats(plan, target, views, dest, slot)
+    else:
+        np.copyto(dest, views[0])
+    read = sum(v.nbytes for v in views)
+    for ckpt in inputs:
+        ckpt.release(target.name, start, stop)
+    return dest, read
+
+
+def _merge_floats(
+    plan: MergePlan, target: OutTensor, views: list[np.ndarray], dest: np.ndarray, slot: _Slot
+) -> None:
+    """Run the method block by block; views are the inputs' raw elements (models first, then base)."""
+    dtypes = [ckpt.tensors[target.name].dtype for ckpt in plan.inputs]
+    wide = np.dtype(np.float64) if any(d.wide == np.float64 for d in dtypes) else np.dtype(np.float32)
+    acc_buf, tmp_buf, base_buf, scratch_buf = slot.wide(wide)
+    for lo in range(0, len(dest), BLOCK):
+        hi = min(len(dest), lo + BLOCK)
+        n = hi - lo
+
+        def load(i: int, dst: np.ndarray, lo: int = lo, hi: int = hi) -> None:
+            widen(views[i][lo:hi], dtypes[i], dst)
+
+        base = None
+        if plan.base is not None:
+            base = base_buf[:n]
+            load(len(plan.models), base)
+        plan.method.combine(load, base, acc_buf[:n], tmp_buf[:n])
+        narrow(
+            acc_buf[:n], target.dtype, dest[lo:hi], scratch_buf[:n]
+        )  # the one rounding to the stored dtype
+
+
+def stream(
+    plan: MergePlan, shards: list[Shard], folder: Path, chunk: int, threads: int, progress: bool
+) -> None:
+    """Write every shard of the merged model into `folder`."""
+    metadata = {**plan.models[0].metadata, "format": "pt"}
+    depth = 2 * threads
+    slots = collections.deque(_Slot(chunk) for _ in range(depth))
+    pending: collections.deque[tuple[int, OutTensor, Future, _Slot]] = collections.deque()
+    writer: ShardWriter | None = None
+    current = -1
+    bar = tqdm(
+        total=plan.input_bytes,
+        unit="B",
+        unit_scale=True,
+        unit_divisor=1024,
+        desc="merging",
+        disable=not progress,
+    )
+
+    def open_shard(index: int) -> None:
+        """Finish the current shard (and any holding only empty tensors) and start shard `index`."""
+        nonlocal writer, current
+        if writer is not None:
+            writer.close()
+            writer = None
+        for skipped in range(current + 1, index):
+            ShardWriter(folder / shards[skipped].filename, shards[skipped], metadata).close()
+        current = index
+        if index < len(shards):
+            writer = ShardWriter(folder / shards[index].filename, shards[index], metadata)
+
+    def drain_one() -> None:
+        shard_index, target, future, slot = pending.popleft()
+        data, read = future.result()
+        if shard_index != current:
+            open_shard(shard_index)
+        writer.write(target.name, data)
+        slots.append(slot)
+        bar.update(read)
+
+    pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="merge")
+    try:
+        for shard_index, target, start, stop in _work(shards, chunk):
+            if len(pending) >= depth:
+                drain_one()
+            slot = slots.popleft()
+            future = pool.submit(_compute, plan, target, start, stop, slot)
+            pending.append((shard_index, target, future, slot))
+        while pending:
+            drain_one()
+        open_shard(len(shards))
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+        bar.close()
+        if writer is not None:
+            writer.discard()
