@@ -1,0 +1,543 @@
+"""`run` and `score`: bench -> prompts -> backend -> predictions.jsonl -> reports.
+
+Why this shape: generation is the slow, crashable part, so it only appends
+raw responses (with what scoring needs) and never aggregates; the reports are
+always recomputed from the whole predictions file, so a resumed run, a
+rescore with `--rescale migician` and a fresh run give identical numbers for
+identical responses.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from eval import prompts as P
+from eval import scoring, tasks
+from eval.bench import Bench, Instance, load_bench
+from eval.predictions import COT_STEP1, RunStore, read_jsonl
+from eval.report import write_reports
+
+MODES = ("direct", "cot", "mcot")
+
+
+@dataclass
+class RunConfig:
+    model: str
+    bench: str
+    output_dir: str
+    image_root: str | None = None
+    backend: str = "vllm"
+    mode: str = "direct"
+    tasks: list[str] | None = None
+    limit: int | None = None
+    format_suffix: str = P.DEFAULT_SUFFIX
+    format_when: str = "always"
+    max_new_tokens: int = 128
+    repetition_penalty: float | None = None  # None: the model's generation_config.json, as the paper's script
+    answer_scale: str = "auto"
+    coords: str = "grid1000"
+    rescale: str = "none"
+    chunk_size: int = 256
+    data_parallel: int = 1
+    dp_rank: int | None = None  # set in data-parallel worker processes
+    force: bool = False
+    label: str | None = None
+    processor: str | None = None  # where to read the image budget from (openai backend)
+    engine: dict = field(default_factory=dict)  # backend options (dtype, device, tensor_parallel, ...)
+
+
+class IncompleteRun(RuntimeError):
+    """Some instances could not be generated this time; rerunning the command retries them."""
+
+
+def model_identity(model: str, backend: str) -> dict:
+    """What makes two runs 'the same model': a local checkpoint's files, or a served name."""
+    path = Path(model)
+    if backend == "openai" or not path.is_dir():
+        return {"name": model}
+    h = hashlib.sha256()
+    for f in sorted(path.iterdir()):
+        if f.suffix in (".safetensors", ".bin", ".pt"):
+            st = f.stat()
+            h.update(f"{f.name}:{st.st_size}:{st.st_mtime_ns}\n".encode())
+        elif f.name in ("config.json", "generation_config.json"):
+            h.update(f.name.encode() + b"\n" + f.read_bytes())
+    return {"path": str(path.resolve()), "fingerprint": h.hexdigest()[:16]}
+
+
+def repetition_penalty(cfg: RunConfig) -> float | None:
+    """The paper's script calls generate() without sampling arguments, so the checkpoint's
+    generation_config.json applies (Qwen2-VL-7B-Instruct ships repetition_penalty 1.05, and
+    top_k 1, i.e. greedy). Greedy decoding is forced here; the penalty is kept the same way.
+    None (openai backend, no local checkpoint): the server's own default is left alone."""
+    if cfg.repetition_penalty is not None:
+        return float(cfg.repetition_penalty)
+    path = Path(cfg.processor or cfg.model) / "generation_config.json"
+    try:
+        value = json.loads(path.read_text(encoding="utf-8")).get("repetition_penalty")
+    except (OSError, ValueError, AttributeError):
+        return None if cfg.backend == "openai" else 1.0
+    value = float(value) if isinstance(value, (int, float)) and value > 0 else 1.0
+    # A plain OpenAI server may reject the (vLLM) parameter: send it only when it matters.
+    return None if cfg.backend == "openai" and value == 1.0 else value
+
+
+def protocol_of(cfg: RunConfig, bench: Bench) -> dict:
+    penalty = repetition_penalty(cfg)
+    return {
+        "model": model_identity(cfg.model, cfg.backend),
+        "backend": cfg.backend,
+        "mode": cfg.mode,
+        "format_suffix": P.suffix_text(cfg.format_suffix),
+        "format_when": cfg.format_when,
+        "max_new_tokens": cfg.max_new_tokens,
+        "repetition_penalty": "server default" if penalty is None else penalty,
+        "dtype": cfg.engine.get("dtype", "auto"),
+        "bench_sha256": bench.sha256,
+        "answer_scale": bench.answer_scale,
+        "image_loading": "qwen_vl_utils.fetch_image",
+    }
+
+
+def skip_record(index: int, task: str | None, images, reason: str) -> dict:
+    return {"index": index, "task": task, "images": images, "skipped": reason, "response": "", "iou": 0.0}
+
+
+# ---------------------------------------------------------------- scoring of records
+
+
+def score_records(records: list[dict], coords: str, rescale: str) -> tuple[list[dict], list[str]]:
+    """Re-score every record from its raw response; returns the scored records and notes."""
+    notes: list[str] = []
+    answers = [r["answer"] for r in records if not r.get("skipped") and isinstance(r.get("answer"), list)]
+    thousand = any(isinstance(v, (int, float)) and v > 1 for a in answers for v in a)
+    if thousand:
+        notes.append("answers are on the 0-1000 grid; divided by 1000")
+    unconverted = 0
+    out = []
+    for rec in records:
+        rec = dict(rec)
+        if rec.get("skipped"):
+            rec.update(box=None, iou=0.0)
+            out.append(rec)
+            continue
+        answer = [v / 1000.0 for v in rec["answer"]] if thousand else rec["answer"]
+        size = None
+        if coords != "grid1000":
+            key = "resized_sizes" if coords == "resized-pixels" else "image_sizes"
+            target = rec.get("target_image")
+            sizes = rec.get(key) or []
+            if isinstance(target, int) and 0 <= target < len(sizes):
+                size = sizes[target]
+            elif scoring.parse_box(rec.get("response")) is not None:
+                unconverted += 1
+        rec.update(scoring.score_response(rec.get("response"), answer, coords, size, rescale))
+        rec["answer"] = answer
+        out.append(rec)
+    if unconverted:
+        notes.append(
+            f"{unconverted} answer(s) had a box but no known target-image size for coords={coords}; "
+            "scored as misses"
+        )
+    return out, notes
+
+
+def _validate_prediction(lineno: int, rec: dict) -> str | None:
+    if rec.get("skipped"):
+        return (
+            None
+            if rec.get("task") in tasks.TASK_NAMES or rec.get("task") is None
+            else f"line {lineno}: unknown task"
+        )
+    if rec.get("task") not in tasks.TASK_NAMES:
+        return f"line {lineno}: unknown task {rec.get('task')!r}"
+    ans = rec.get("answer")
+    if not (isinstance(ans, list) and len(ans) == 4 and all(isinstance(v, (int, float)) for v in ans)):
+        return f"line {lineno}: `answer` must be 4 numbers, got {ans!r}"
+    if not isinstance(rec.get("response", ""), str):
+        return f"line {lineno}: `response` must be a string"
+    return None
+
+
+def report(out_dir, records: list[dict], context: dict, coords: str, rescale: str) -> dict:
+    """Score records and write all report files; returns metrics."""
+    scored, notes = score_records(records, coords, rescale)
+    skipped = [
+        {"index": r.get("index"), "task": r.get("task"), "reason": r["skipped"]}
+        for r in scored
+        if r.get("skipped")
+    ]
+    metrics = scoring.aggregate(r for r in scored if r.get("task") in tasks.TASK_NAMES)
+    context = dict(
+        context, coords=coords, rescale=rescale, skipped=skipped, notes=list(context.get("notes", [])) + notes
+    )
+    write_reports(out_dir, metrics, context)
+    return metrics
+
+
+def score_file(predictions, out_dir, coords="grid1000", rescale="none", force=False, label=None) -> dict:
+    """`python -m eval score`: metrics from a predictions file alone."""
+    from atomicio import refuse_existing
+
+    out = Path(out_dir)
+    for name in ("metrics.json", "results.md", "metrics.csv", "radar.png"):
+        refuse_existing(out / name, force, what="report file")
+    if not Path(predictions).is_file():
+        raise FileNotFoundError(f"predictions file {predictions} does not exist")
+    raw, problems = read_jsonl(Path(predictions), line_numbers=True)
+    records, notes = [], list(problems)
+    for lineno, rec in raw:
+        bad = _validate_prediction(lineno, rec)
+        if bad:
+            notes.append(f"ignored {bad}")
+        else:
+            records.append(rec)
+    # Several lines for one instance (a retried skip): the last one counts.
+    by_index: dict = {}
+    for n, rec in enumerate(records):
+        by_index[rec["index"] if isinstance(rec.get("index"), int) else f"line{n}"] = rec
+    records = list(by_index.values())
+    if not records:
+        raise ValueError(f"{predictions} holds no usable prediction ({'; '.join(notes[:3])})")
+    context = {
+        "model": label or Path(predictions).resolve().parent.name,
+        "predictions": str(predictions),
+        "notes": notes,
+    }
+    return report(out, records, context, coords, rescale)
+
+
+# ---------------------------------------------------------------- generation
+
+
+def _chunks(items, size):
+    for i in range(0, len(items), max(1, size)):
+        yield items[i : i + size]
+
+
+def _load_images(paths):
+    from eval.images import load_image
+
+    return [load_image(p) for p in paths]
+
+
+class Generator:
+    """Drives one backend over pending instances, appending finished lines to the store."""
+
+    def __init__(self, cfg: RunConfig, backend, store: RunStore, rank: int | None):
+        self.cfg, self.backend, self.store, self.rank = cfg, backend, store, rank
+        self.suffix = P.suffix_text(cfg.format_suffix)
+        self.processor = getattr(backend, "processor", None)
+        self.failures = 0
+        if self.processor is None:
+            self.processor = _processor_for_sizes(cfg.processor or cfg.model)
+
+    def _sizes(self, loaded) -> tuple[list, list]:
+        from eval.images import view_size
+
+        originals = [list(li.original_size) for li in loaded]
+        viewed = [list(view_size(self.processor, *li.image.size)) for li in loaded]
+        return originals, viewed
+
+    def _generate(self, prompts, images):
+        """All prompts in one backend call; on an error, one by one so one bad prompt costs only itself."""
+        try:
+            return self.backend.generate(prompts, images)
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except Exception as whole:  # noqa: BLE001 - backend errors vary; we retry singly and report
+            from eval.backends import Generation
+
+            gens = []
+            for p, imgs in zip(prompts, images, strict=True):
+                try:
+                    gens.append(self.backend.generate([p], [imgs])[0])
+                except (KeyboardInterrupt, SystemExit):
+                    raise
+                except Exception as exc:  # noqa: BLE001
+                    gens.append(Generation("", error=f"generation failed: {type(exc).__name__}: {exc}"))
+            if all(g.error for g in gens):
+                raise RuntimeError(f"the backend failed on every prompt of a chunk: {whole}") from whole
+            return gens
+
+    def _record(self, inst: Instance, prompt, gen, sizes) -> dict:
+        originals, viewed = sizes
+        rec = {
+            "index": inst.index,
+            "task": inst.task,
+            "images": inst.images,
+            "prompt": prompt.text,
+            "response": gen.text,
+            "answer": inst.answer,
+            "n_images": len(inst.images),
+            "target_image": tasks.target_image(
+                inst.task, inst.question, len(inst.images), inst.additional_info
+            ),
+            "image_sizes": originals,
+            "resized_sizes": viewed,
+            "prompt_tokens": gen.prompt_tokens,
+            "output_tokens": gen.output_tokens,
+        }
+        rec.update(
+            scoring.score_response(
+                gen.text, inst.answer, self.cfg.coords, _size_for(rec, self.cfg.coords), self.cfg.rescale
+            )
+        )
+        return rec
+
+    def _bar(self, total, desc):
+        from tqdm import tqdm
+
+        return tqdm(total=total, desc=desc, unit="inst", position=self.rank or 0, dynamic_ncols=True)
+
+    def direct(self, insts: list[Instance]) -> None:
+        with self._bar(len(insts), f"MIG-Bench {self.cfg.backend}") as bar:
+            for chunk in _chunks(insts, self.cfg.chunk_size):
+                lines, ok, prompts, images = [], [], [], []
+                for inst in chunk:
+                    try:
+                        loaded = _load_images(inst.image_paths)
+                    except Exception as exc:  # noqa: BLE001 - any unreadable image skips its instance
+                        lines.append(
+                            skip_record(inst.index, inst.task, inst.images, f"cannot read image: {exc}")
+                        )
+                        continue
+                    ok.append((inst, self._sizes(loaded)))
+                    prompts.append(P.direct_prompt(inst, self.suffix, self.cfg.format_when))
+                    images.append([li.image for li in loaded])
+                gens = self._generate(prompts, images) if prompts else []
+                for (inst, sizes), prompt, gen in zip(ok, prompts, gens, strict=True):
+                    if gen.error:
+                        self.failures += 1
+                        continue
+                    lines.append(self._record(inst, prompt, gen, sizes))
+                self.store.append(lines, rank=self.rank)
+                bar.update(len(chunk))
+
+    def cot(self, insts: list[Instance]) -> None:
+        """Two passes: step 1 (describe, all images) for all, then step 2 (ground)."""
+        step1 = self.store.finished(COT_STEP1)
+        todo = [i for i in insts if i.index not in step1]
+        with self._bar(len(todo), f"CoT step 1 ({self.cfg.backend})") as bar:
+            for chunk in _chunks(todo, self.cfg.chunk_size):
+                lines, ok, prompts, images = [], [], [], []
+                for inst in chunk:
+                    try:
+                        loaded = _load_images(inst.image_paths)
+                    except Exception as exc:  # noqa: BLE001
+                        self.store.append(
+                            [skip_record(inst.index, inst.task, inst.images, f"cannot read image: {exc}")],
+                            rank=self.rank,
+                        )
+                        continue
+                    ok.append((inst, self._sizes(loaded)))
+                    prompts.append(P.cot_step1_prompt(inst))
+                    images.append([li.image for li in loaded])
+                gens = self._generate(prompts, images) if prompts else []
+                for (inst, sizes), prompt, gen in zip(ok, prompts, gens, strict=True):
+                    if gen.error:
+                        self.failures += 1
+                        continue
+                    lines.append(
+                        {
+                            "index": inst.index,
+                            "prompt": prompt.text,
+                            "response": gen.text,
+                            "image_sizes": sizes[0],
+                            "resized_sizes": sizes[1],
+                        }
+                    )
+                self.store.append(lines, name=COT_STEP1, rank=self.rank)
+                step1.update({r["index"]: r for r in lines})
+                bar.update(len(chunk))
+        ready = [i for i in insts if i.index in step1]
+        with self._bar(len(ready), f"CoT step 2 ({self.cfg.mode}, {self.cfg.backend})") as bar:
+            for chunk in _chunks(ready, self.cfg.chunk_size):
+                lines, ok, prompts, images = [], [], [], []
+                for inst in chunk:
+                    s1 = step1[inst.index]
+                    prompt = P.cot_step2_prompt(inst, s1["response"], self.suffix, self.cfg.mode)
+                    paths = (
+                        [inst.image_paths[prompt.meta["target_image"]]]
+                        if self.cfg.mode == "cot"
+                        else inst.image_paths
+                    )
+                    try:
+                        loaded = _load_images(paths)
+                    except Exception as exc:  # noqa: BLE001
+                        lines.append(
+                            skip_record(inst.index, inst.task, inst.images, f"cannot read image: {exc}")
+                        )
+                        continue
+                    ok.append((inst, s1))
+                    prompts.append(prompt)
+                    images.append([li.image for li in loaded])
+                gens = self._generate(prompts, images) if prompts else []
+                for (inst, s1), prompt, gen in zip(ok, prompts, gens, strict=True):
+                    if gen.error:
+                        self.failures += 1
+                        continue
+                    rec = self._record(inst, prompt, gen, (s1["image_sizes"], s1["resized_sizes"]))
+                    rec["step1"] = {"prompt": s1["prompt"], "response": s1["response"]}
+                    rec["cot_image"] = prompt.meta["target_image"]
+                    lines.append(rec)
+                self.store.append(lines, rank=self.rank)
+                bar.update(len(chunk))
+
+
+def _size_for(rec: dict, coords: str):
+    if coords == "grid1000":
+        return None
+    sizes = rec.get("resized_sizes" if coords == "resized-pixels" else "image_sizes") or []
+    t = rec.get("target_image")
+    return sizes[t] if isinstance(t, int) and 0 <= t < len(sizes) else None
+
+
+def _processor_for_sizes(model: str):
+    """The model's processor, to predict resized sizes (None when it cannot be loaded locally)."""
+    if not Path(model).is_dir():
+        return None
+    try:
+        from transformers import AutoProcessor
+
+        return AutoProcessor.from_pretrained(model)
+    except Exception:  # noqa: BLE001 - sizes then fall back to the qwen_vl_utils size
+        return None
+
+
+def _engine_options(cfg: RunConfig, bench: Bench) -> dict:
+    opts = dict(cfg.engine)
+    opts["max_new_tokens"] = cfg.max_new_tokens
+    opts["repetition_penalty"] = repetition_penalty(cfg)
+    opts["max_images"] = bench.max_images
+    return opts
+
+
+def _pending(bench: Bench, finished: dict[int, dict]) -> list[Instance]:
+    return [i for i in bench.instances if i.index not in finished or finished[i.index].get("skipped")]
+
+
+def _spawn_workers(cfg: RunConfig, argv: list[str]) -> list[int]:
+    """Data parallel: one process per rank, each on its own GPUs, writing its own shard files."""
+    tp = int(cfg.engine.get("tensor_parallel", 1))
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    devices = visible.split(",") if visible else None
+    if devices is None:
+        try:
+            import torch
+
+            devices = [str(i) for i in range(torch.cuda.device_count())] or None
+        except ImportError:
+            devices = None
+    procs = []
+    for rank in range(cfg.data_parallel):
+        env = dict(os.environ)
+        if devices:
+            mine = devices[rank * tp : (rank + 1) * tp]
+            if len(mine) < tp:
+                raise ValueError(
+                    f"--data-parallel {cfg.data_parallel} x --tensor-parallel {tp} needs "
+                    f"{cfg.data_parallel * tp} GPUs, {len(devices)} visible"
+                )
+            env["CUDA_VISIBLE_DEVICES"] = ",".join(mine)
+        cmd = [sys.executable, "-m", "eval", "run", *argv, "--dp-rank", str(rank)]
+        procs.append(subprocess.Popen(cmd, env=env))
+    return [p.wait() for p in procs]
+
+
+def run(cfg: RunConfig, argv: list[str] | None = None) -> dict | None:
+    """Generate what is missing in cfg.output_dir, then write the reports (unless a DP worker)."""
+    if cfg.mode not in MODES:
+        raise ValueError(f"unknown mode {cfg.mode!r}; choose from {MODES}")
+    P.suffix_text(cfg.format_suffix)
+    if cfg.coords not in scoring.COORDS or cfg.rescale not in scoring.RESCALES:
+        raise ValueError(
+            f"--coords must be one of {sorted(scoring.COORDS)}, --rescale one of {scoring.RESCALES}"
+        )
+    bench = load_bench(cfg.bench, cfg.image_root, cfg.tasks, cfg.limit, cfg.answer_scale)
+    protocol = protocol_of(cfg, bench)
+    info = {
+        "bench": str(Path(cfg.bench).resolve()),
+        "image_root": str(bench.image_root),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "label": cfg.label,
+    }
+    store = RunStore(cfg.output_dir, protocol, info, force=cfg.force and cfg.dp_rank is None)
+
+    if cfg.dp_rank is not None:  # a data-parallel worker: the parent prepared the folder
+        if not store.check():
+            raise RuntimeError(f"worker {cfg.dp_rank}: {cfg.output_dir} was not prepared by the parent run")
+        pending = _pending(bench, store.finished())[cfg.dp_rank :: cfg.data_parallel]
+        failures = _generate_all(cfg, bench, store, pending, rank=cfg.dp_rank) if pending else 0
+        if failures:
+            raise IncompleteRun(f"worker {cfg.dp_rank}: {failures} instance(s) failed; rerun to retry them")
+        return None
+
+    finished = store.open()
+    # A problem instance is recorded once as a skip; an earlier finished prediction is kept.
+    store.append(
+        [skip_record(p.index, p.task, None, p.reason) for p in bench.problems if p.index not in finished]
+    )
+    pending = _pending(bench, finished)
+    failures = 0
+    if pending:
+        print(
+            f"[eval] {len(pending)} of {len(bench.instances)} instance(s) to generate "
+            f"({len(bench.instances) - len(pending)} already in {store.predictions_path})",
+            file=sys.stderr,
+        )
+        if cfg.data_parallel > 1 and cfg.backend != "openai":
+            codes = _spawn_workers(cfg, argv or [])
+            store.merge_shards()
+            failures = sum(1 for c in codes if c != 0)
+        else:
+            failures = _generate_all(cfg, bench, store, pending, rank=None)
+    else:
+        print(f"[eval] all {len(bench.instances)} instance(s) already generated; rescoring", file=sys.stderr)
+
+    finished = store.finished()
+    selected = {i.index for i in bench.instances} | {p.index for p in bench.problems}
+    records = [r for i, r in sorted(finished.items()) if i in selected]
+    missing = len(selected) - len(records)
+    context = {
+        "model": cfg.label or Path(cfg.model).name or cfg.model,
+        "backend": cfg.backend,
+        "mode": cfg.mode,
+        "format_suffix": P.suffix_text(cfg.format_suffix),
+        "bench": str(bench.path),
+        "answer_scale": bench.answer_scale,
+        "incomplete": missing,
+        "notes": bench.warnings + store.notes,
+    }
+    metrics = report(cfg.output_dir, records, context, cfg.coords, cfg.rescale)
+    if missing or failures:
+        raise IncompleteRun(
+            f"{missing} instance(s) are not generated yet ({failures} failure(s) this time); "
+            "rerun the same command to retry them"
+        )
+    return metrics
+
+
+def _generate_all(cfg: RunConfig, bench: Bench, store: RunStore, pending: list[Instance], rank) -> int:
+    from eval.backends import make_backend
+
+    backend = make_backend(cfg.backend, cfg.model, _engine_options(cfg, bench))
+    try:
+        gen = Generator(cfg, backend, store, rank)
+        start = time.perf_counter()
+        if cfg.mode == "direct":
+            gen.direct(pending)
+        else:
+            gen.cot(pending)
+        took = time.perf_counter() - start
+        print(f"[eval] generated {len(pending)} instance(s) in {took:.2f} s", file=sys.stderr)
+        return gen.failures
+    finally:
+        backend.close()

@@ -1,0 +1,132 @@
+"""Scoring: box normalisation, the Migician rescale, IoU and the per-task metrics.
+
+Why its own module: scoring must give the paper's numbers on the same outputs
+whatever produced them (vLLM, transformers, a server), and must import in both
+environments without a model stack. Quirks of the paper's script that change
+scores are kept on purpose and named where they happen.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from eval import tasks
+from eval.parsing import ParsedBox, parse_box
+
+THRESHOLDS = (0.5, 0.3, 0.7)
+METRIC_KEYS = ("n", "acc@0.5", "acc@0.3", "acc@0.7", "miou")
+
+# Coordinate conventions: how the numbers a model writes map to 0-1 boxes.
+COORDS = {
+    "grid1000": "paper rule: a value >= 1 is on the 0-1000 grid and divided by 1000, else already 0-1",
+    "resized-pixels": "absolute pixels of the target image as the model saw it (Qwen2.5-VL): "
+    "x / resized width, y / resized height",
+    "original-pixels": "absolute pixels of the target image file: x / width, y / height",
+}
+RESCALES = ("none", "migician")
+
+
+def normalise(parsed: ParsedBox | None, coords: str = "grid1000", size=None) -> list[float] | None:
+    """Map a parsed box to 0-1 coordinates; None when there is no box or no size to divide by."""
+    if parsed is None:
+        return None
+    vals = list(parsed.values)
+    if coords == "grid1000":
+        # The paper's extract_bbox uses `>= 1` when one box is found and `> 1` when several are:
+        # a value of exactly 1 in a multi-box answer stays 1.0. Kept for identical scores.
+        if parsed.n_matches == 1:
+            return [v / 1000 if v >= 1 else v for v in vals]
+        return [v / 1000 if v > 1 else v for v in vals]
+    if coords in ("resized-pixels", "original-pixels"):
+        if not size:
+            return None
+        w, h = float(size[0]), float(size[1])
+        if w <= 0 or h <= 0:
+            return None
+        return [vals[0] / w, vals[1] / h, vals[2] / w, vals[3] / h]
+    raise ValueError(f"unknown coordinate convention {coords!r}; choose from {sorted(COORDS)}")
+
+
+def rescale_migician(box: list[float] | None, n_matches: int) -> list[float] | None:
+    """The paper script's downward shift for Migician: y1 *= 1.05, y2 *= 1.10, capped at 0.999.
+
+    The script applies it inside a try/except that silently skips answers with
+    several boxes (it indexes a list of boxes), so only single-box answers move.
+    """
+    if box is None or n_matches != 1:
+        return box
+    out = list(box)
+    out[1] = round(min(out[1] * 1.05, 0.999), 3)
+    out[3] = round(min(out[3] * 1.10, 0.999), 3)
+    return out
+
+
+def iou(gt, pred) -> float:
+    """IoU of two [x1, y1, x2, y2] boxes; 0 for no overlap, inverted or empty boxes, or no box."""
+    if not pred or not gt or len(pred) < 4 or len(gt) < 4:
+        return 0.0
+    x_left, y_top = max(gt[0], pred[0]), max(gt[1], pred[1])
+    x_right, y_bottom = min(gt[2], pred[2]), min(gt[3], pred[3])
+    if x_right < x_left or y_bottom < y_top:
+        return 0.0
+    inter = (x_right - x_left) * (y_bottom - y_top)
+    union = (gt[2] - gt[0]) * (gt[3] - gt[1]) + (pred[2] - pred[0]) * (pred[3] - pred[1]) - inter
+    if union <= 0:  # two empty boxes: the paper's script divides by zero here
+        return 0.0
+    return inter / union
+
+
+def score_response(response, answer, coords: str = "grid1000", size=None, rescale: str = "none") -> dict:
+    """Parse, normalise, optionally rescale and compare one response with its answer box."""
+    parsed = parse_box(response)
+    box = normalise(parsed, coords, size)
+    if rescale == "migician" and parsed is not None:
+        box = rescale_migician(box, parsed.n_matches)
+    elif rescale not in RESCALES:
+        raise ValueError(f"unknown rescale {rescale!r}; choose from {RESCALES}")
+    return {
+        "parsed": list(parsed.values) if parsed else None,
+        "pattern": parsed.pattern if parsed else None,
+        "box": box,
+        "iou": iou(answer, box),
+    }
+
+
+def _summary(ious: list[float]) -> dict:
+    n = len(ious)
+    if n == 0:
+        return {"n": 0, "acc@0.5": None, "acc@0.3": None, "acc@0.7": None, "miou": None}
+    out = {"n": n}
+    for t in THRESHOLDS:
+        out[f"acc@{t}"] = round(100.0 * sum(1 for v in ious if v >= t) / n, 4)
+    out["miou"] = round(100.0 * sum(ious) / n, 4)
+    return {k: out[k] for k in METRIC_KEYS}
+
+
+def _mean_of(task_metrics: list[dict]) -> dict:
+    if not task_metrics:
+        return {"n": 0, "acc@0.5": None, "acc@0.3": None, "acc@0.7": None, "miou": None}
+    out = {"n": sum(m["n"] for m in task_metrics)}
+    for key in METRIC_KEYS[1:]:
+        out[key] = round(sum(m[key] for m in task_metrics) / len(task_metrics), 4)
+    return out
+
+
+def aggregate(records: Iterable[dict]) -> dict:
+    """metrics.json: per task (Table 1 order, present tasks only), per group, and the average.
+
+    Each record needs `task` and `iou` (a skipped instance counts with IoU 0).
+    Groups and the average are unweighted means over the tasks present.
+    """
+    by_task: dict[str, list[float]] = {}
+    for rec in records:
+        by_task.setdefault(rec["task"], []).append(float(rec.get("iou") or 0.0))
+    unknown = sorted(set(by_task) - set(tasks.TASK_NAMES))
+    if unknown:
+        raise ValueError(f"records name tasks that are not MIG-Bench tasks: {unknown}")
+    task_metrics = {t: _summary(by_task[t]) for t in tasks.TASK_NAMES if t in by_task}
+    groups = {
+        g: _mean_of([task_metrics[t.name] for t in tasks.TASKS if t.group == g and t.name in task_metrics])
+        for g in tasks.GROUPS
+    }
+    return {"tasks": task_metrics, "groups": groups, "average": _mean_of(list(task_metrics.values()))}
