@@ -36,6 +36,8 @@ TRAIN_ARGS ?=
 # ---- data and eval knobs ---------------------------------------------------------------
 DATA_ROOT ?=
 DATA_OUT ?= data
+CHECK_IMAGES ?=
+FORCE ?=
 MODEL ?=
 BENCH ?= $(DATA_ROOT)/MIG-Bench/MIG_data.json
 BACKEND ?= vllm
@@ -78,9 +80,9 @@ format: $(TRAIN_STAMP) ## ruff format and autofix
 	$(VENV)/bin/ruff check --fix .
 
 # ---- the real pipeline -----------------------------------------------------------------
-data: $(TRAIN_STAMP) ## convert DATA_ROOT (MGrounding-630k + general data) and build both mixtures into data/
+data: $(TRAIN_STAMP) ## convert DATA_ROOT into data/ and build both mixtures (CHECK_IMAGES=1 decodes every image)
 	@test -n "$(DATA_ROOT)" || { echo "usage: make data DATA_ROOT=/path/holding/MGrounding-630k"; exit 2; }
-	$(TRAIN_PY) -m converters all --data-root $(DATA_ROOT) --output-dir $(DATA_OUT)
+	$(TRAIN_PY) -m converters all --data-root $(DATA_ROOT) --output-dir $(DATA_OUT) $(if $(CHECK_IMAGES),--check-images)
 
 # Distributed launch: LLaMA-Factory's launcher runs torchrun when FORCE_TORCHRUN=1.
 # The per-device batch and accumulation keep the global batch at $(GLOBAL_BATCH).
@@ -103,7 +105,7 @@ $(STAGE2_OUT)/all_results.json: $(STAGE1_OUT)/all_results.json | $(TRAIN_STAMP)
 
 merge: $(MERGED_OUT)/config.json ## average stage 1 and stage 2 (uniform weights) into saves/merged
 $(MERGED_OUT)/config.json: $(STAGE1_OUT)/all_results.json $(STAGE2_OUT)/all_results.json | $(TRAIN_STAMP)
-	$(TRAIN_PY) -m merge_tool --models $(STAGE1_OUT) $(STAGE2_OUT) --output $(MERGED_OUT)
+	$(TRAIN_PY) -m merge_tool --models $(STAGE1_OUT) $(STAGE2_OUT) --output $(MERGED_OUT) $(if $(FORCE),--force)
 
 eval: $(EVAL_STAMP) ## score MODEL on MIG-Bench (BENCH=.../MIG_data.json, BACKEND=vllm|hf|openai)
 	@test -n "$(MODEL)" || { echo "usage: make eval MODEL=saves/merged BENCH=/path/MIG-Bench/MIG_data.json"; exit 2; }

@@ -136,7 +136,7 @@ class Demo:
             "warmup_ratio": 0.05,
             "per_device_train_batch_size": p.batch_size,
             "gradient_accumulation_steps": 1,
-            "logging_steps": 10,
+            "logging_steps": 5,
             "save_steps": 200,
             "save_total_limit": 1,
         }
@@ -155,10 +155,16 @@ class Demo:
         run([sys.executable, "-m", "merge_tool", "--models", *models, "--output", out])
 
     def evaluate(self, name: str) -> None:
-        out = self.outputs / name
+        """Score one checkpoint on the demo bench; reuse a finished run of the same weights."""
+        out, checkpoint = self.outputs / name, self.checkpoint(name)
+        weights_time = max(p.stat().st_mtime for p in checkpoint.glob("*.safetensors"))
+        stale = out.exists() and all(p.stat().st_mtime < weights_time for p in out.iterdir())
+        if (out / "metrics.json").exists() and not stale:
+            return log(f"eval {name}: reusing {out}")
         run(
-            [self.eval_python, "-m", "eval", "run", "--model", self.checkpoint(name), "--bench", self.bench]
-            + ["--output-dir", out]
+            [self.eval_python, "-m", "eval", "run", "--model", checkpoint, "--bench", self.bench]
+            + ["--output-dir", out, "--dtype", "float32", "--label", name]
+            + (["--force"] if stale else [])  # the checkpoint was retrained since that run
         )
 
     def report(self) -> dict:
