@@ -1,0 +1,49 @@
+"""A reduced `make demo`: every link of the chain, with the real tools, end to end.
+
+Tiny model -> synthetic download -> converters -> LLaMA-Factory stage 1 -> stage 2
+-> merge_tool -> vLLM evaluation of four models -> comparison table. A broken link
+anywhere turns this red. The learning claim itself is measured by the full demo.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+
+import pytest
+
+from demo.run import MODELS, PROFILES
+from tests.conftest import run_in
+
+
+@pytest.mark.slow
+@pytest.mark.vllm
+def test_reduced_demo_runs_end_to_end_and_reuses_its_work(tmp_path, eval_python):
+    args = ["-m", "demo.run", "--workdir", str(tmp_path), "--profile", "smoke", "--eval-python", eval_python]
+    first = run_in(sys.executable, args, timeout=3000)
+    outputs = tmp_path / "outputs/demo"
+    bench = json.loads((tmp_path / "data/demo/raw/MIG-Bench/MIG_data.json").read_text())
+    assert len(bench) == PROFILES["smoke"].bench_records
+
+    for name in MODELS:
+        metrics = json.loads((outputs / name / "metrics.json").read_text())
+        assert set(metrics) == {"tasks", "groups", "average"}
+        assert metrics["average"]["n"] == len(bench)
+        assert sum(task["n"] for task in metrics["tasks"].values()) == len(bench)
+        lines = (outputs / name / "predictions.jsonl").read_text().splitlines()
+        assert len(lines) == len(bench)
+    for stage in (1, 2):
+        assert (outputs / f"loss_stage{stage}.png").stat().st_size > 0
+    summary = json.loads((outputs / "summary.json").read_text())
+    loss = summary["loss_stage1"]
+    assert math.isfinite(loss["last"]) and loss["last"] < loss["first"]
+    merged = tmp_path / "saves/demo/merged"
+    record = json.loads((merged / "merge_tool_config.json").read_text())
+    assert [p.rsplit("/", 1)[-1] for p in record["models"]] == ["stage1", "stage2"]
+    assert "| merged" in first.stdout  # the comparison table was printed
+
+    again = run_in(sys.executable, args, timeout=900)
+    for step in ("tiny model: reusing", "stage 1: reusing", "stage 2: reusing", "merge: reusing"):
+        assert step in again.stdout
+    assert again.stdout.count("eval ") >= len(MODELS) and "eval merged: reusing" in again.stdout
