@@ -113,7 +113,10 @@ def test_global_batch_stays_48(world, split):
 
 def test_global_batch_refuses_uneven_world():
     proc = subprocess.run(
-        [sys.executable, "scripts/global_batch.py", "--world-size", "5"], cwd=REPO, capture_output=True, text=True
+        [sys.executable, "scripts/global_batch.py", "--world-size", "5"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
     )
     assert proc.returncode == 2 and "cannot be split evenly over 5" in proc.stderr
 
@@ -141,7 +144,10 @@ def _grid_dataset(root: Path, n: int = 48) -> Path:
         answer = f"<|box_start|>({x1},{y1}),({x1 + 500},{y1 + 500})<|box_end|>"
         question = "<image>\n<image>\nFind the red square in the second image."
         records.append(
-            {"images": paths, "conversations": [{"from": "human", "value": question}, {"from": "gpt", "value": answer}]}
+            {
+                "images": paths,
+                "conversations": [{"from": "human", "value": question}, {"from": "gpt", "value": answer}],
+            }
         )
     (root / "grid.json").write_text(json.dumps(records))
     entry = {
@@ -210,7 +216,9 @@ def test_stage1_resumes_then_stage2_chains(tiny_model, tmp_path):
     assert first_logged_after_resume == 6, "resumed run re-trained steps before the checkpoint"
     losses = _losses(stage1)
     assert all(math.isfinite(x) for x in losses)
-    assert sum(losses[-5:]) / 5 < sum(losses[:5]) / 5, f"stage 1 loss did not fall: {losses[:5]} -> {losses[-5:]}"
+    assert sum(losses[-5:]) / 5 < sum(losses[:5]) / 5, (
+        f"stage 1 loss did not fall: {losses[:5]} -> {losses[-5:]}"
+    )
 
     # 3. stage 2 through the Makefile, from stage 1's output, CPU overrides only
     make_args = [
