@@ -49,7 +49,9 @@ from demo.synth_general import write_llava_onevision, write_m4_instruct, write_r
 from demo.synth_tasks import BENCH_TASKS, Sample, box_text
 from demo.synth_tasks import free_form as free_form_sample
 
-FORMAT_VERSION = 1
+# Part of the parameters an existing DATA_ROOT is checked against: bump it whenever the generated
+# world changes, so `make demo` regenerates instead of keeping stale data as "up to date".
+FORMAT_VERSION = 2
 MANIFEST = "synth_manifest.json"
 # Format suffixes appended to the bench-style training questions. "script" is what the paper's
 # MIG_bench_eval.py (and our evaluator by default) appends, typos included; "released" closes the box

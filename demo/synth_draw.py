@@ -19,7 +19,12 @@ from random import Random
 
 from PIL import Image, ImageDraw
 
-BACKGROUND = (245, 245, 245)  # outside the grid: source images of referring/free-form tasks
+# Backgrounds sit near the image processor's normalisation mean (CLIP's 0.48, 0.46, 0.41), so plain
+# background patches normalise to ~0. Measured on near-white backgrounds (+1.8 after normalisation):
+# training grew the patch embedding along that constant input until every image token was the same
+# large vector (merger output norm 1.4 -> 23, token-to-token spread 29% -> 0.8%) and the model
+# ignored the images.
+BACKGROUND = (120, 118, 110)  # outside the grid: source images of referring/free-form tasks
 MARKER = (255, 0, 0)  # the red box of object tracking (not a shape colour: shapes' red is darker)
 # Every grounding target is red and nothing else in its image is. All tasks keep their own logic and
 # questions, but they share one visual rule, so the few thousand grounding samples a CPU demo can
@@ -51,13 +56,14 @@ CELL_NAMES = (
 # every visual token carries which cell it shows: the tiny model has only relative (RoPE) positions.
 # Measured (single image, "where is the red shape?", 800 steps of 8, lr 3e-4): 39% exact with tints,
 # 12% (chance) on a plain background.
-_TINT_LEVELS = (250, 215, 180)
+_TINT_R = (80, 120, 160)  # by column
+_TINT_B = (70, 110, 150)  # by row
 
 
 def tint(cell: int) -> tuple[int, int, int]:
-    """Background colour of a grid cell (light, far from every shape colour)."""
+    """Background colour of a grid cell (greyish, far from every shape colour)."""
     row, col = divmod(cell, GRID)
-    return (_TINT_LEVELS[col], 235, _TINT_LEVELS[row])
+    return (_TINT_R[col], 118, _TINT_B[row])
 
 
 @dataclass(frozen=True)

@@ -2,10 +2,10 @@
 
 Why these designs: each task keeps the logic of its real counterpart (find the difference, the common
 object, the tracked object, the cropped region, the referred object, the object named in text, the
-object sharing a feature) but is solvable from colour alone: a target's colour is never shared by a
-distractor that could be mistaken for it. That is what a 2-layer model can learn in minutes. Each
+object sharing a feature), and its answer is also the one red object of the target image (see
+`synth_draw.TARGET`), so a 2-layer model can learn all of them from one visual rule in minutes. Each
 generator returns a `Sample`: the images, a MIG-Bench-style question (no format suffix), the target
-image and pixel box, and a dataset-card-style conversation for the same scene.
+image and its box (the target's grid cell), and a dataset-card-style conversation for the scene.
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ class Sample:
     images: list[Image.Image]
     signature: tuple  # the layout without jitter: train and bench never share one
     target: int  # index of the image the answer box is relative to
-    box: tuple[int, int, int, int]  # answer box in pixels of images[target]
+    box: tuple[int, int, int, int]  # answer box (the target's grid cell) in pixels of images[target]
     question: str | None  # MIG-Bench-style question (answered by the bare box); None: no bench form
     info: str  # MIG-Bench's additional_info
     card: list[tuple[str, str]] = field(default_factory=list)  # dataset-card-style (human, gpt) turns
