@@ -178,6 +178,12 @@ class Checkpoint:
         hi = min(len(mapped), -(-(entry.start + stop * size) // PAGE) * PAGE)
         return mapped, lo, hi - lo
 
+    def prefetch(self, name: str, start: int, stop: int) -> None:
+        """Ask the kernel to start reading a range now (MADV_WILLNEED), so the disk works while we compute."""
+        if stop > start:
+            mapped, offset, length = self._pages(name, start, stop)
+            mapped.madvise(mmap.MADV_WILLNEED, offset, length)
+
     def release(self, name: str, start: int, stop: int) -> None:
         """Drop a range's pages from our resident set (MADV_DONTNEED); they stay in the page cache."""
         if stop > start:

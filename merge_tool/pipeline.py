@@ -136,6 +136,8 @@ def stream(
             if len(pending) >= depth:
                 drain_one()
             slot = slots.popleft()
+            for ckpt in plan.inputs:  # its turn comes after the chunks ahead of it: read meanwhile
+                ckpt.prefetch(target.name, start, stop)
             future = pool.submit(_compute, plan, target, start, stop, slot)
             pending.append((shard_index, target, future, slot))
         while pending:
