@@ -17,9 +17,10 @@ EVAL_STAMP := $(VENV_EVAL)/.installed-$(DEVICE)
 TRAIN_PY := $(VENV)/bin/python
 EVAL_PY := $(VENV_EVAL)/bin/python
 
-# ---- training knobs (8 GPUs, one node by default) ---------------------------------------
+# ---- training knobs (one node by default) ---------------------------------------
 BASE_MODEL ?= Qwen/Qwen2-VL-7B-Instruct
-NGPUS ?= 8
+# GPUs per node: all that nvidia-smi lists (the paper used 8); one process on the CPU.
+NGPUS ?= $(if $(filter cuda,$(DEVICE)),$(shell nvidia-smi -L 2>/dev/null | grep -c '^GPU'),1)
 NNODES ?= 1
 NODE_RANK ?= 0
 MASTER_ADDR ?= 127.0.0.1
@@ -86,13 +87,16 @@ data: $(TRAIN_STAMP) ## convert DATA_ROOT into data/ and build both mixtures (CH
 
 # Distributed launch: LLaMA-Factory's launcher runs torchrun when FORCE_TORCHRUN=1.
 # The per-device batch and accumulation keep the global batch at $(GLOBAL_BATCH).
+# The tokenized-data cache gets a fingerprint of the data it holds (scripts/tokenized_path.py),
+# so new data, template or cutoff never reuse stale tokens.
 BATCH_SPLIT = $(shell $(PYTHON) scripts/global_batch.py --global-batch $(GLOBAL_BATCH) --world-size $$(( $(NGPUS) * $(NNODES) )))
 LAUNCH = $(if $(filter cuda,$(DEVICE)),FORCE_TORCHRUN=1 NPROC_PER_NODE=$(NGPUS) NNODES=$(NNODES) NODE_RANK=$(NODE_RANK) MASTER_ADDR=$(MASTER_ADDR) MASTER_PORT=$(MASTER_PORT),)
 CPU_ARGS = $(if $(filter cpu,$(DEVICE)),use_cpu=true bf16=false deepspeed=null,)
 define train_stage
 	@split="$(BATCH_SPLIT)"; test -n "$$split" || exit 2; set -- $$split; \
-	echo "global batch $(GLOBAL_BATCH) = $$1 per device x $$2 accumulation x $$(( $(NGPUS) * $(NNODES) )) GPUs"; \
-	$(LAUNCH) $(VENV)/bin/llamafactory-cli train $(1) per_device_train_batch_size=$$1 gradient_accumulation_steps=$$2 $(2) $(CPU_ARGS) $(TRAIN_ARGS)
+	echo "global batch $(GLOBAL_BATCH) = $$1 per device x $$2 accumulation x $$(( $(NGPUS) * $(NNODES) )) $(if $(filter cuda,$(DEVICE)),GPUs,CPU process)"; \
+	tok=$$($(TRAIN_PY) scripts/tokenized_path.py $(1) $(2) $(CPU_ARGS) $(TRAIN_ARGS)) || exit 2; \
+	$(LAUNCH) $(VENV)/bin/llamafactory-cli train $(1) per_device_train_batch_size=$$1 gradient_accumulation_steps=$$2 $(2) $(CPU_ARGS) $(TRAIN_ARGS) $$tok
 endef
 
 stage1: $(STAGE1_OUT)/all_results.json ## stage 1 (1M examples); resumes from the last checkpoint if interrupted

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -225,14 +226,25 @@ def test_stage1_resumes_then_stage2_chains(tiny_model, tmp_path):
         "make",
         "stage2",
         "DEVICE=cpu",
-        "NGPUS=1",
         f"STAGE1_OUT={stage1}",
         f"STAGE2_OUT={stage2}",
-        "TRAIN_ARGS=" + " ".join(_cpu_args(data, stage2, max_steps=10, save_steps=100, logging_steps=1)),
+        "TRAIN_ARGS="
+        + " ".join(
+            _cpu_args(
+                data,
+                stage2,
+                max_steps=10,
+                save_steps=100,
+                logging_steps=1,
+                tokenized_path=tmp_path / "cache/stage2",
+            )
+        ),
     ]
     made = subprocess.run(make_args, cwd=REPO, capture_output=True, text=True, timeout=900)
     assert made.returncode == 0, made.stdout[-3000:] + made.stderr[-3000:]
-    assert "global batch 48 = 2 per device x 24 accumulation x 1 GPUs" in made.stdout
+    assert "global batch 48 = 2 per device x 24 accumulation x 1 CPU process" in made.stdout
+    caches = [p.name for p in (tmp_path / "cache").iterdir()]  # make fingerprints the cache folder
+    assert len(caches) == 1 and re.fullmatch(r"stage2-[0-9a-f]{12}", caches[0]), caches
     stage2_args = json.loads((stage2 / "all_results.json").read_text())
     assert stage2_args["epoch"] > 0
     assert all(math.isfinite(x) for x in _losses(stage2))
