@@ -21,7 +21,7 @@ from pathlib import Path
 from eval import prompts as P
 from eval import scoring, tasks
 from eval.bench import Bench, Instance, load_bench
-from eval.predictions import COT_STEP1, RunStore, read_jsonl
+from eval.predictions import COT_STEP1, PREDICTIONS, RunStore, read_jsonl
 from eval.report import write_reports
 
 MODES = ("direct", "cot", "mcot")
@@ -297,99 +297,92 @@ class Generator:
 
         return tqdm(total=total, desc=desc, unit="inst", position=self.rank or 0, dynamic_ncols=True)
 
-    def direct(self, insts: list[Instance]) -> None:
-        with self._bar(len(insts), f"MIG-Bench {self.cfg.backend}") as bar:
+    def _pass(self, insts: list[Instance], desc: str, prepare, finish, name: str = PREDICTIONS) -> list[dict]:
+        """One generation pass, chunk by chunk, appended to the store as it goes.
+
+        prepare(inst) -> (prompt, image paths); finish(inst, prompt, gen, loaded) -> the record.
+        An unreadable image skips its instance with a skip record in the predictions (so the
+        score counts it); a failed generation is counted and left for a resumed run.
+        """
+        written: list[dict] = []
+        with self._bar(len(insts), desc) as bar:
             for chunk in _chunks(insts, self.cfg.chunk_size):
-                lines, ok, prompts, images = [], [], [], []
+                skips, ok, prompts, images = [], [], [], []
                 for inst in chunk:
+                    prompt, paths = prepare(inst)
                     try:
-                        loaded = _load_images(inst.image_paths)
+                        loaded = _load_images(paths)
                     except Exception as exc:  # noqa: BLE001 - any unreadable image skips its instance
-                        lines.append(
+                        skips.append(
                             skip_record(inst.index, inst.task, inst.images, f"cannot read image: {exc}")
                         )
                         continue
-                    ok.append((inst, self._sizes(loaded)))
-                    prompts.append(P.direct_prompt(inst, self.suffix, self.cfg.format_when))
+                    ok.append((inst, loaded))
+                    prompts.append(prompt)
                     images.append([li.image for li in loaded])
                 gens = self._generate(prompts, images) if prompts else []
-                for (inst, sizes), prompt, gen in zip(ok, prompts, gens, strict=True):
+                lines = []
+                for (inst, loaded), prompt, gen in zip(ok, prompts, gens, strict=True):
                     if gen.error:
                         self.failures += 1
                         continue
-                    lines.append(self._record(inst, prompt, gen, sizes))
-                self.store.append(lines, rank=self.rank)
+                    lines.append(finish(inst, prompt, gen, loaded))
+                if name == PREDICTIONS:
+                    self.store.append(skips + lines, rank=self.rank)
+                else:
+                    self.store.append(skips, rank=self.rank)
+                    self.store.append(lines, name=name, rank=self.rank)
+                written.extend(lines)
                 bar.update(len(chunk))
+        return written
+
+    def direct(self, insts: list[Instance]) -> None:
+        self._pass(
+            insts,
+            f"MIG-Bench {self.cfg.backend}",
+            lambda inst: (P.direct_prompt(inst, self.suffix, self.cfg.format_when), inst.image_paths),
+            lambda inst, prompt, gen, loaded: self._record(inst, prompt, gen, self._sizes(loaded)),
+        )
 
     def cot(self, insts: list[Instance]) -> None:
         """Two passes: step 1 (describe, all images) for all, then step 2 (ground)."""
         step1 = self.store.finished(COT_STEP1)
+
+        def step1_record(inst, prompt, gen, loaded) -> dict:
+            originals, viewed = self._sizes(loaded)
+            return {
+                "index": inst.index,
+                "prompt": prompt.text,
+                "response": gen.text,
+                "image_sizes": originals,
+                "resized_sizes": viewed,
+            }
+
         todo = [i for i in insts if i.index not in step1]
-        with self._bar(len(todo), f"CoT step 1 ({self.cfg.backend})") as bar:
-            for chunk in _chunks(todo, self.cfg.chunk_size):
-                lines, ok, prompts, images = [], [], [], []
-                for inst in chunk:
-                    try:
-                        loaded = _load_images(inst.image_paths)
-                    except Exception as exc:  # noqa: BLE001
-                        self.store.append(
-                            [skip_record(inst.index, inst.task, inst.images, f"cannot read image: {exc}")],
-                            rank=self.rank,
-                        )
-                        continue
-                    ok.append((inst, self._sizes(loaded)))
-                    prompts.append(P.cot_step1_prompt(inst))
-                    images.append([li.image for li in loaded])
-                gens = self._generate(prompts, images) if prompts else []
-                for (inst, sizes), prompt, gen in zip(ok, prompts, gens, strict=True):
-                    if gen.error:
-                        self.failures += 1
-                        continue
-                    lines.append(
-                        {
-                            "index": inst.index,
-                            "prompt": prompt.text,
-                            "response": gen.text,
-                            "image_sizes": sizes[0],
-                            "resized_sizes": sizes[1],
-                        }
-                    )
-                self.store.append(lines, name=COT_STEP1, rank=self.rank)
-                step1.update({r["index"]: r for r in lines})
-                bar.update(len(chunk))
+        done = self._pass(
+            todo,
+            f"CoT step 1 ({self.cfg.backend})",
+            lambda inst: (P.cot_step1_prompt(inst), inst.image_paths),
+            step1_record,
+            name=COT_STEP1,
+        )
+        step1.update({r["index"]: r for r in done})
+
+        def step2_prompt(inst):
+            prompt = P.cot_step2_prompt(inst, step1[inst.index]["response"], self.suffix, self.cfg.mode)
+            if self.cfg.mode == "cot":  # step 2 sees only the image step 1 named
+                return prompt, [inst.image_paths[prompt.meta["target_image"]]]
+            return prompt, inst.image_paths
+
+        def step2_record(inst, prompt, gen, loaded) -> dict:
+            s1 = step1[inst.index]
+            rec = self._record(inst, prompt, gen, (s1["image_sizes"], s1["resized_sizes"]))
+            rec["step1"] = {"prompt": s1["prompt"], "response": s1["response"]}
+            rec["cot_image"] = prompt.meta["target_image"]
+            return rec
+
         ready = [i for i in insts if i.index in step1]
-        with self._bar(len(ready), f"CoT step 2 ({self.cfg.mode}, {self.cfg.backend})") as bar:
-            for chunk in _chunks(ready, self.cfg.chunk_size):
-                lines, ok, prompts, images = [], [], [], []
-                for inst in chunk:
-                    s1 = step1[inst.index]
-                    prompt = P.cot_step2_prompt(inst, s1["response"], self.suffix, self.cfg.mode)
-                    paths = (
-                        [inst.image_paths[prompt.meta["target_image"]]]
-                        if self.cfg.mode == "cot"
-                        else inst.image_paths
-                    )
-                    try:
-                        loaded = _load_images(paths)
-                    except Exception as exc:  # noqa: BLE001
-                        lines.append(
-                            skip_record(inst.index, inst.task, inst.images, f"cannot read image: {exc}")
-                        )
-                        continue
-                    ok.append((inst, s1))
-                    prompts.append(prompt)
-                    images.append([li.image for li in loaded])
-                gens = self._generate(prompts, images) if prompts else []
-                for (inst, s1), prompt, gen in zip(ok, prompts, gens, strict=True):
-                    if gen.error:
-                        self.failures += 1
-                        continue
-                    rec = self._record(inst, prompt, gen, (s1["image_sizes"], s1["resized_sizes"]))
-                    rec["step1"] = {"prompt": s1["prompt"], "response": s1["response"]}
-                    rec["cot_image"] = prompt.meta["target_image"]
-                    lines.append(rec)
-                self.store.append(lines, rank=self.rank)
-                bar.update(len(chunk))
+        self._pass(ready, f"CoT step 2 ({self.cfg.mode}, {self.cfg.backend})", step2_prompt, step2_record)
 
 
 def _size_for(rec: dict, coords: str):
