@@ -8,6 +8,8 @@ both stages and their merge are scored on a held-out synthetic bench.
 The training steps run the real recipes (recipes/stage*.yaml) with command-line
 overrides only (model, data, device, schedule). Every step is skipped when its
 output already exists, so a re-run reuses what is built; `make clean` removes it.
+A tree built with other settings (profile, seed) is refused rather than reused:
+its checkpoints would be scored as if they came from these.
 
     python -m demo.run [--workdir DIR] [--profile full|smoke] [--eval-python PY]
 """
@@ -23,6 +25,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+from atomicio import atomic_write_text
 
 REPO = Path(__file__).resolve().parents[1]
 MODELS = ("untrained", "stage1", "stage2", "merged")
@@ -48,6 +52,10 @@ PROFILES = {
     "full": Profile(3000, 1200, 300, 300, 3000, 1200, 3.0, 2.0),
     "smoke": Profile(120, 60, 20, 40, 120, 60, 1.0, 1.0),
 }
+
+
+class DemoError(Exception):
+    """A demo tree that cannot be used as asked; the message says what to do."""
 
 
 def log(msg: str) -> None:
@@ -76,6 +84,26 @@ class Demo:
 
     def checkpoint(self, name: str) -> Path:
         return self.saves / ("base" if name == "untrained" else name)
+
+    def settings(self) -> dict:
+        return {"seed": self.seed, **dataclasses.asdict(self.profile)}
+
+    def claim(self) -> None:
+        """Record this run's settings in saves/demo, or refuse a tree built with other ones."""
+        path = self.saves / "demo_settings.json"
+        want = self.settings()
+        if path.exists():
+            have = json.loads(path.read_text(encoding="utf-8"))
+            changed = [f"{k} {have.get(k)} -> {want.get(k)}" for k in want if have.get(k) != want[k]]
+            if changed:
+                raise DemoError(
+                    f"{self.saves} was built with other settings ({', '.join(changed)}); its checkpoints "
+                    f"would be reused as if they were these. Run `make clean` (or remove {self.workdir / 'data/demo'}, "
+                    f"{self.saves} and {self.outputs}) or pass another --workdir."
+                )
+            return
+        self.saves.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(path, json.dumps(want, indent=2) + "\n")
 
     # -- steps ------------------------------------------------------------------------
     def build_model(self) -> None:
@@ -201,6 +229,11 @@ def main(argv: list[str] | None = None) -> int:
 
     started = time.time()
     demo = Demo(args.workdir, PROFILES[args.profile], args.eval_python, args.seed)
+    try:
+        demo.claim()
+    except DemoError as err:
+        print(f"demo: {err}", file=sys.stderr)
+        return 2
     demo.build_model()
     demo.make_data()
     demo.train(1)

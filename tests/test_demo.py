@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import subprocess
 import sys
 
 import pytest
 
 from demo.run import MODELS, PROFILES
-from tests.conftest import run_in
+from tests.conftest import REPO, run_in
 
 
 @pytest.mark.slow
@@ -47,3 +49,17 @@ def test_reduced_demo_runs_end_to_end_and_reuses_its_work(tmp_path, eval_python)
     for step in ("tiny model: reusing", "stage 1: reusing", "stage 2: reusing", "merge: reusing"):
         assert step in again.stdout
     assert again.stdout.count("eval ") >= len(MODELS) and "eval merged: reusing" in again.stdout
+
+    settings = tmp_path / "saves/demo/demo_settings.json"
+    before = settings.read_text()
+    other = subprocess.run(  # other settings on the same tree: refused before any step runs
+        [sys.executable, *args, "--seed", "1"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+    assert other.returncode == 2, other.stdout + other.stderr
+    assert "seed 0 -> 1" in other.stderr and "make clean" in other.stderr
+    assert "[demo" not in other.stdout and settings.read_text() == before
