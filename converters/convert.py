@@ -176,3 +176,30 @@ def convert(
 
 def write_report(report: ConversionReport, path: str | Path) -> None:
     atomic_write_text(path, json.dumps(report.to_dict(), indent=2, ensure_ascii=False) + "\n")
+
+
+def convert_file(
+    input_path: str | Path,
+    what: str,
+    make_records: Callable[[Path, Callable[[int], Any]], Iterable[Any]],
+    output: str | Path,
+    rejects: str | Path,
+    **options,
+) -> ConversionReport:
+    """`convert` one annotation file with a progress bar over its bytes.
+
+    make_records(path, progress) iterates the file's records, calling progress(n_bytes) as it
+    reads; `what` names the file in the error when it is missing.
+    """
+    from tqdm import tqdm
+
+    input_path = Path(input_path)
+    if not input_path.is_file():
+        raise FileNotFoundError(f"{what} {input_path} not found")
+    name = options.get("name")
+    with tqdm(total=input_path.stat().st_size, unit="B", unit_scale=True, desc=name, disable=None) as bar:
+        report = convert(
+            make_records(input_path, bar.update), output, rejects, inputs=[input_path], **options
+        )
+        bar.n = bar.total
+    return report

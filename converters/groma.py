@@ -22,9 +22,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from tqdm import tqdm
-
-from .convert import SourceReject, convert
+from .convert import SourceReject, convert_file
 from .records import REF_END, REF_START
 from .refcoco import box_text, to_qwen_box
 from .report import ConversionReport
@@ -101,17 +99,12 @@ def convert_groma(
     name: str = "groma_instruct",
     **options,
 ) -> ConversionReport:
-    input_path = Path(input_path)
-    if not input_path.is_file():
-        raise FileNotFoundError(f"Groma-Instruct file {input_path} not found")
-    with tqdm(total=input_path.stat().st_size, unit="B", unit_scale=True, desc=name, disable=None) as bar:
-        report = convert(
-            iter_groma(input_path, Path(image_root), progress=bar.update),
-            output,
-            rejects,
-            name=name,
-            inputs=[input_path],
-            **options,
-        )
-        bar.n = bar.total
-    return report
+    return convert_file(
+        input_path,
+        "Groma-Instruct file",
+        lambda path, progress: iter_groma(path, Path(image_root), progress=progress),
+        output,
+        rejects,
+        name=name,
+        **options,
+    )

@@ -18,7 +18,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from .convert import SourceReject, convert
+from .convert import SourceReject, convert, convert_file
 from .records import make_resolver
 from .report import ConversionReport
 from .streaming import iter_json_records
@@ -222,18 +222,13 @@ def convert_m4_instruct(
     **options,
 ) -> ConversionReport:
     """M4-Instruct's annotation JSON (`image`: list of paths relative to `image_root`)."""
-    input_path = Path(input_path)
-    if not input_path.is_file():
-        raise FileNotFoundError(f"M4-Instruct annotations {input_path} not found")
-    with tqdm(total=input_path.stat().st_size, unit="B", unit_scale=True, desc=name, disable=None) as bar:
-        report = convert(
-            iter_llava_json(input_path, Path(image_root), "m4_instruct", progress=bar.update),
-            output,
-            rejects,
-            name=name,
-            inputs=[input_path],
-            require_images=False,
-            **options,
-        )
-        bar.n = bar.total
-    return report
+    return convert_file(
+        input_path,
+        "M4-Instruct annotations",
+        lambda path, progress: iter_llava_json(path, Path(image_root), "m4_instruct", progress=progress),
+        output,
+        rejects,
+        name=name,
+        require_images=False,
+        **options,
+    )

@@ -11,9 +11,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from tqdm import tqdm
-
-from .convert import convert
+from .convert import convert_file
 from .records import make_resolver
 from .report import ConversionReport
 from .streaming import iter_json_records
@@ -41,21 +39,15 @@ def convert_mgrounding(
     """Convert one MGrounding JSON file; image paths are taken relative to `image_root`
     (the folder holding `MGrounding-630k/`)."""
     input_path = Path(input_path)
-    if not input_path.is_file():
-        raise FileNotFoundError(f"MGrounding input {input_path} not found")
-    name = name or input_path.stem
-    with tqdm(total=input_path.stat().st_size, unit="B", unit_scale=True, desc=name, disable=None) as bar:
-        records = iter_json_records(input_path, progress=bar.update)
-        report = convert(
-            records,
-            output,
-            rejects,
-            name=name,
-            inputs=[input_path],
-            require_images=True,
-            resolve=make_resolver(image_root),
-            default_type=input_path.stem,
-            **options,
-        )
-        bar.n = bar.total
-    return report
+    return convert_file(
+        input_path,
+        "MGrounding input",
+        lambda path, progress: iter_json_records(path, progress=progress),
+        output,
+        rejects,
+        name=name or input_path.stem,
+        require_images=True,
+        resolve=make_resolver(image_root),
+        default_type=input_path.stem,
+        **options,
+    )
