@@ -18,8 +18,9 @@ is missing is refused (exit 2) with the file and how to build it.
 
 from __future__ import annotations
 
-import dataclasses
+import ast
 import hashlib
+import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -62,12 +63,27 @@ def effective_config(recipe: Path, overrides: list[str]) -> dict:
     return OmegaConf.to_container(merged)
 
 
+def _dataclass_fields(source: Path, class_name: str) -> set[str]:
+    """Annotated field names of one class, read from its source (importing llamafactory takes ~10 s)."""
+    tree = ast.parse(source.read_text(encoding="utf-8"))
+    for node in tree.body:
+        if isinstance(node, ast.ClassDef) and node.name == class_name:
+            return {
+                stmt.target.id
+                for stmt in node.body
+                if isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name)
+            }
+    raise FingerprintError(f"{source} has no class {class_name}; is llamafactory the pinned version?")
+
+
 def data_argument_names() -> set[str]:
     """LLaMA-Factory's data and processor argument names, read from its own dataclasses."""
-    from llamafactory.hparams.data_args import DataArguments
-    from llamafactory.hparams.model_args import ProcessorArguments
-
-    names = {f.name for cls in (DataArguments, ProcessorArguments) for f in dataclasses.fields(cls)}
+    spec = importlib.util.find_spec("llamafactory")  # finds the package without importing it
+    if spec is None or not spec.submodule_search_locations:
+        raise FingerprintError("llamafactory is not installed in this environment (run `make setup`)")
+    hparams = Path(spec.submodule_search_locations[0]) / "hparams"
+    names = _dataclass_fields(hparams / "data_args.py", "DataArguments")
+    names |= _dataclass_fields(hparams / "model_args.py", "ProcessorArguments")
     return (names | {"stage"}) - NOT_CONTENT
 
 

@@ -74,3 +74,16 @@ def test_missing_data_file_is_refused_with_how_to_build_it(workdir, capsys):
 def test_unregistered_dataset_is_refused(workdir, capsys):
     assert tokenized_path.main([RECIPE, "dataset_dir=data", "dataset=nope"]) == 2
     assert "'nope' is not registered" in capsys.readouterr().err
+
+
+def test_argument_names_match_llamafactorys_own_dataclasses():
+    """The names are read from source (fast); they must be what the imported dataclasses hold."""
+    import dataclasses
+
+    from llamafactory.hparams.data_args import DataArguments
+    from llamafactory.hparams.model_args import ProcessorArguments
+
+    fields = {f.name for cls in (DataArguments, ProcessorArguments) for f in dataclasses.fields(cls)}
+    expected = (fields | {"stage"}) - tokenized_path.NOT_CONTENT
+    assert tokenized_path.data_argument_names() == expected
+    assert {"cutoff_len", "template", "image_max_pixels"} <= expected
