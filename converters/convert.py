@@ -17,6 +17,8 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from tqdm import tqdm
+
 from atomicio import atomic_write_text, refuse_existing
 
 from .images import ImageChecker
@@ -191,8 +193,6 @@ def convert_file(
     make_records(path, progress) iterates the file's records, calling progress(n_bytes) as it
     reads; `what` names the file in the error when it is missing.
     """
-    from tqdm import tqdm
-
     input_path = Path(input_path)
     if not input_path.is_file():
         raise FileNotFoundError(f"{what} {input_path} not found")

@@ -327,11 +327,8 @@ class Generator:
                         self.failures += 1
                         continue
                     lines.append(finish(inst, prompt, gen, loaded))
-                if name == PREDICTIONS:
-                    self.store.append(skips + lines, rank=self.rank)
-                else:
-                    self.store.append(skips, rank=self.rank)
-                    self.store.append(lines, name=name, rank=self.rank)
+                self.store.append(skips, rank=self.rank)  # no-op when empty, the usual case
+                self.store.append(lines, name=name, rank=self.rank)
                 written.extend(lines)
                 bar.update(len(chunk))
         return written

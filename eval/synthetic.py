@@ -1,10 +1,11 @@
-"""A synthetic bench in MIG-Bench's exact layout, for tests, the demo and benchmarks.
+"""A synthetic bench in MIG-Bench's exact layout, for the evaluator's tests and benchmark.
 
 Why: the real MIG-Bench cannot be downloaded here, but the loader, the prompts,
 the engines and the scorer must be exercised on files shaped exactly like it:
 `MIG-Bench/MIG_data.json` plus `MIG-Bench/images/<task>/...`, paths written as
 "./MIG-Bench/images/...", each task's question wording, 2 to 6 images, and a
-red box drawn where the answer is in the target image.
+red box drawn where the answer is in the target image. The demo writes its
+own, learnable bench (demo/synth.py) in the same layout.
 
     python -m eval synth OUT_ROOT [--per-task N | --mig-shaped] [--seed S] [--thousand]
 """

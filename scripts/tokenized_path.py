@@ -117,7 +117,7 @@ def fingerprint(config: dict, cwd: Path) -> str:
     """12 hex digits that change exactly when the tokenized dataset would."""
     digest = hashlib.blake2b(digest_size=6)
     names = data_argument_names()
-    settings = {k: v for k, v in sorted(config.items()) if k in names}
+    settings = {k: v for k, v in config.items() if k in names}  # key order: sort_keys below
     digest.update(json.dumps(settings, sort_keys=True, default=str).encode())
 
     dataset_dir = cwd / str(config.get("dataset_dir") or DEFAULT_DATASET_DIR)
