@@ -9,6 +9,9 @@ subprocess so its peak RSS (ru_maxrss from wait4) is its own:
   naive       load both state dicts with torch (safetensors.torch.load_file),
               average in fp32, save_file in shards
   merge_tool  python -m merge_tool --models A B --output OUT
+  ties        python -m merge_tool --method ties --base A --models B --param density=0.5:
+              a whole-tensor method (an exact per-tensor top-k, streamed in
+              several passes), whose peak RSS must also stay below one shard
 
 Also shown: `python -c "import torch"`, the start-up the naive way pays
 (merge_tool does not import torch). Goals (issue 5): merge_tool peak RSS <=
@@ -25,6 +28,7 @@ merge_tool are checked to be tensor-for-tensor identical. Everything is
 deleted at the end unless --keep.
 
     python benchmarks/bench_merge.py [--layers 5] [--shard-size 500MB] [--repeats 3] [--cache both|cold|warm]
+        [--no-ties]
 """
 
 from __future__ import annotations
@@ -224,6 +228,12 @@ def _report(mode: str, results: dict, shard_bytes: int) -> None:
         f"  peak RSS  merge_tool / shard  {peak['merge_tool'] / shard_mb:.3f}  "
         f"({peak['merge_tool']:.0f} MB vs a {shard_mb:.0f} MB shard)  [about 1 plus a little]"
     )
+    if "ties" in results:
+        print(
+            f"  peak RSS  ties / shard        {peak['ties'] / shard_mb:.3f}  "
+            f"({peak['ties']:.0f} MB vs a {shard_mb:.0f} MB shard)  [< 1: whole-tensor, still streaming]"
+        )
+        print(f"  wall      ties / merge_tool   {best['ties'] / best['merge_tool']:.3f}  (its extra passes)")
     for base, goal in (("naive", "<= 1.0"), ("copy", "<= 1.5 cold; warm has no disk")):
         print(
             f"  wall      merge_tool / {base:<6}{best['merge_tool'] / best[base]:.3f}, "
@@ -248,6 +258,7 @@ def main() -> None:
     )
     parser.add_argument("--workdir", type=Path, default=REPO / ".cache" / "bench")
     parser.add_argument("--keep", action="store_true", help="keep the generated checkpoints and outputs")
+    parser.add_argument("--no-ties", action="store_true", help="skip the whole-tensor (ties) measurement")
     args = parser.parse_args()
     shard_bytes = int(float(args.shard_size.upper().removesuffix("MB")) * 1e6)
     args.workdir.mkdir(parents=True, exist_ok=True)
@@ -297,6 +308,16 @@ def main() -> None:
             ),  # fmt: skip
             "python+torch": ([py, "-c", "import torch"], False),
         }
+        if not args.no_ties:
+            outputs["ties"] = work / "out_ties"
+            commands["ties"] = (
+                [
+                    py, "-m", "merge_tool", "--method", "ties", "--base", str(a), "--models", str(b),
+                    "--param", "density=0.5", "--output", str(outputs["ties"]),
+                    "--max-shard-size", args.shard_size, "--no-progress",
+                ],
+                False,
+            )  # fmt: skip
         modes = ("cold", "warm") if args.cache == "both" else (args.cache,)
         for mode in modes:
             results = _measure(mode, commands, outputs, a, b, args.repeats)

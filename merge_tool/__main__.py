@@ -1,7 +1,8 @@
-"""python -m merge_tool --models A B [C ...] [--weights wA wB ...] --output OUT [--force]
+"""python -m merge_tool --models A B [C ...] [--weights ...] [--method M --base B --param k=v] --output OUT
+python -m merge_tool CONFIG.yaml --output OUT  (a mergekit config)
 
-Averages checkpoints (or applies task arithmetic against --base) tensor by
-tensor without loading whole models; see merge_tool/__init__.py.
+Merges checkpoints tensor by tensor without loading whole models, by any
+method of the table in merge_tool/methods; see merge_tool/README.md.
 """
 
 from __future__ import annotations
@@ -12,21 +13,26 @@ import sys
 
 from atomicio import OutputExistsError
 
+from .config import read_config
 from .errors import MergeError
 from .merge import DEFAULT_MAX_SHARD_SIZE, run_merge
-from .methods import METHODS
-from .plan import build_plan
+from .methods import ALIASES, METHODS
+from .plan import build_plan, plan_spec
+from .spec import parse_param
+
+SPEC_FLAGS = ("models", "weights", "base", "scale", "param", "dtype")
 
 
 def build_parser() -> argparse.ArgumentParser:
+    methods = "; ".join(f"{m.name}: {m.summary}" for m in METHODS.values())
     parser = argparse.ArgumentParser(
         prog="python -m merge_tool",
-        description="Merge same-architecture safetensors checkpoints (e.g. Migician's stage 1 and stage 2) "
-        "by weighted averaging or task arithmetic, streaming tensor by tensor.",
+        description="Merge same-architecture safetensors checkpoints (e.g. Migician's stage 1 and stage 2), "
+        "streaming tensor by tensor. Give the merge as flags or as a mergekit YAML config. Methods: "
+        + methods,
     )
-    parser.add_argument(
-        "--models", nargs="+", required=True, metavar="DIR", help="model folders (or checkpoint-N/)"
-    )
+    parser.add_argument("config", nargs="?", metavar="CONFIG.yaml", help="a mergekit-format merge config")
+    parser.add_argument("--models", nargs="+", metavar="DIR", help="model folders (or checkpoint-N/)")
     parser.add_argument(
         "--weights",
         nargs="+",
@@ -37,11 +43,21 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--output", required=True, metavar="OUT", help="folder to write the merged model to")
     parser.add_argument("--force", action="store_true", help="replace a non-empty OUT")
     parser.add_argument(
-        "--method", choices=METHODS, default="linear", help="default: linear (weighted average)"
+        "--method",
+        choices=[*METHODS, *ALIASES],
+        default="linear",
+        help="default: linear (weighted average)",
     )
-    parser.add_argument("--base", metavar="DIR", help="base model for task arithmetic")
+    parser.add_argument("--base", metavar="DIR", help="base model (task_arithmetic, ties, dare_*, slerp)")
     parser.add_argument(
-        "--scale", type=float, default=1.0, help="task arithmetic: base + scale * sum_i w_i (model_i - base)"
+        "--scale", type=float, help="task vector methods' lambda: base + scale * sum_i w_i (model_i - base)"
+    )
+    parser.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a method parameter, e.g. density=0.5, t=0.3, normalize=false (per-model ones apply to every model)",
     )
     parser.add_argument(
         "--dtype",
@@ -61,23 +77,51 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _terminate(signum, frame):  # SIGTERM -> SystemExit, so the temporary folder is removed
-    raise SystemExit(128 + signum)
+class Interrupted(BaseException):
+    """SIGTERM or SIGHUP: unwinds like Ctrl-C, so the temporary output folder is removed."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _interrupt(signum, frame):
+    raise Interrupted(signum)
+
+
+def _plan(args: argparse.Namespace, parser: argparse.ArgumentParser):
+    if args.config is not None:
+        given = [f"--{f}" for f in SPEC_FLAGS if getattr(args, f) not in (None, [])]
+        if args.method != "linear":
+            given.append("--method")
+        if given:
+            parser.error(
+                f"{' '.join(given)} cannot be combined with a config file; put them in {args.config}"
+            )
+        return plan_spec(read_config(args.config))
+    if not args.models:
+        parser.error("give --models A B ... or a config file")
+    params = dict(parse_param(p) for p in args.param)
+    return build_plan(
+        args.models,
+        weights=args.weights,
+        method=args.method,
+        base=args.base,
+        scale=args.scale,
+        dtype=args.dtype,
+        allow_unnormalized=args.allow_unnormalized,
+        params=params,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    signal.signal(signal.SIGTERM, _terminate)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        if signal.getsignal(signum) is not signal.SIG_IGN:  # under nohup a hang-up stays ignored
+            signal.signal(signum, _interrupt)
     try:
-        plan = build_plan(
-            args.models,
-            weights=args.weights,
-            method=args.method,
-            base=args.base,
-            scale=args.scale,
-            dtype=args.dtype,
-            allow_unnormalized=args.allow_unnormalized,
-        )
+        plan = _plan(args, parser)
         try:
             summary = run_merge(
                 plan,
@@ -98,10 +142,14 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"merge_tool: interrupted; nothing was written to {args.output}", file=sys.stderr)
         return 130
+    except Interrupted as stop:
+        name = signal.Signals(stop.signum).name
+        print(f"merge_tool: stopped by {name}; nothing was written to {args.output}", file=sys.stderr)
+        return 128 + stop.signum
     for note in summary["notes"]:
         print(f"merge_tool: note: {note}", file=sys.stderr)
     print(
-        f"merged {len(args.models)} models ({plan.method.name}, weights {list(plan.method.weights)}) into "
+        f"merged {len(plan.models)} models ({plan.method_name}) into "
         f"{summary['output']}: {summary['tensors']} tensors, {summary['shards']} shard(s), "
         f"{summary['bytes_written'] / 1e9:.3f} GB in {summary['seconds']:.1f} s"
     )

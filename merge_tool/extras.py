@@ -37,6 +37,8 @@ SKIPPED = (
     "zero_to_fp32.py",
     "README.md",
     "merge_tool_config.json",
+    "merge_config.yaml",
+    "mergekit_config.yml",
 )
 
 

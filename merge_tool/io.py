@@ -81,6 +81,14 @@ def explain_missing_weights(folder: Path) -> str:
     return f"{folder} has no {SINGLE_FILE} or {INDEX_FILE}"
 
 
+def _shard_name_ok(shard: object) -> bool:
+    """A relative path inside the model folder (what save_pretrained writes: a plain file name)."""
+    if not isinstance(shard, str) or not shard or "\0" in shard:
+        return False
+    parts = Path(shard).parts
+    return not Path(shard).is_absolute() and ".." not in parts
+
+
 def weight_files(folder: Path) -> tuple[list[Path], dict[str, str] | None]:
     """The safetensors files of a model folder, and the index's weight map when sharded."""
     if not folder.exists():
@@ -93,8 +101,16 @@ def weight_files(folder: Path) -> tuple[list[Path], dict[str, str] | None]:
             weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
         except (OSError, ValueError, KeyError, TypeError) as err:
             raise MergeError(f"{index}: not a safetensors index ({err!r})") from err
+        except RecursionError:
+            raise MergeError(f"{index}: not a safetensors index (nested too deeply)") from None
         if not isinstance(weight_map, dict) or not weight_map:
             raise MergeError(f"{index}: weight_map is empty or not an object")
+        for name, shard in weight_map.items():
+            if not _shard_name_ok(shard):
+                raise MergeError(
+                    f"{index}: weight_map puts tensor {name!r} in {shard!r:.80}, which is not a shard file "
+                    "name in this folder"
+                )
         files = sorted(set(weight_map.values()))
         for name in files:
             if not (folder / name).is_file():
@@ -145,9 +161,14 @@ class Checkpoint:
         if not path.is_file():
             return None
         try:
-            return json.loads(path.read_text(encoding="utf-8"))
+            config = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError) as err:
             raise MergeError(f"{path}: not valid JSON ({err})") from err
+        except RecursionError:
+            raise MergeError(f"{path}: not valid JSON (nested too deeply)") from None
+        if not isinstance(config, dict):
+            raise MergeError(f"{path}: a model config is a JSON object, got {type(config).__name__}")
+        return config
 
     def _map(self, path: Path) -> mmap.mmap:
         mapped = self._maps.get(path)

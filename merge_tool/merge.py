@@ -17,6 +17,7 @@ from pathlib import Path
 
 from atomicio import atomic_dir, refuse_existing
 
+from .config import CONFIG_NAME, config_of, dump_config
 from .errors import MergeError
 from .extras import copy_model_files, differing_files, model_files
 from .pipeline import stream
@@ -35,12 +36,17 @@ def default_threads() -> int:
 
 
 def check_output_path(plan: MergePlan, output: Path, force: bool) -> None:
-    """Refuse an OUT that is, or contains, an input model; refuse a non-empty OUT without force."""
+    """Refuse an OUT that is, contains or lies inside an input model; refuse a non-empty OUT without force."""
     out = output.resolve()
     for ckpt in plan.inputs:
         folder = ckpt.folder.resolve()
         if out == folder or out in folder.parents:
             raise MergeError(f"--output {output} would replace input model {ckpt.label}")
+        if folder in out.parents:
+            raise MergeError(
+                f"--output {output} is inside input model {ckpt.label}; its files would be mixed with the "
+                "model's (and copied into the next merge of it); write it elsewhere"
+            )
     refuse_existing(output, force)
 
 
@@ -49,7 +55,7 @@ def check_free_space(plan: MergePlan, output: Path) -> None:
     parent = output.resolve().parent
     while not parent.exists():
         parent = parent.parent
-    extras = sum(p.stat().st_size for p in model_files(plan.models[0].folder))
+    extras = sum(p.stat().st_size for p in model_files(plan.files_from.folder))
     need = plan.output_bytes + extras + (1 << 20)
     free = shutil.disk_usage(parent).free
     if free < need:
@@ -75,28 +81,35 @@ def run_merge(
     shards = plan_shards(plan.tensors, parse_size(max_shard_size))
     check_free_space(plan, output)
     began = time.perf_counter()
-    first = plan.models[0]
-    notes = [
+    first = plan.files_from
+    notes = list(plan.notes) + [
         f"{name} differs between {first.label} and {other.label}; taken from {first.label}"
-        for other in plan.models[1:]
+        for other in plan.models
+        if other is not first
         for name in differing_files(first.folder, other.folder)
     ]
+    config = config_of(plan.resolved, plan.out_dtype.name if plan.out_dtype else None)
     with atomic_dir(output, force=force) as tmp:
         stream(plan, shards, tmp, chunk_elements, threads or default_threads(), progress)
         write_index(tmp, shards)
         copied = copy_model_files(first.folder, tmp, plan.out_dtype)
+        args = plan.resolved.args
         record = {
             "tool": "merge_tool",
-            "method": plan.method.name,
+            "method": plan.method_name,
             "models": [str(c.folder.resolve()) for c in plan.models],
-            "weights": list(plan.method.weights),
             "base": str(plan.base.folder.resolve()) if plan.base is not None else None,
-            "scale": getattr(plan.method, "scale", None),
+            "model_parameters": [dict(p) for p in args.per_model],
+            "parameters": dict(args.globals),
             "dtype": plan.out_dtype.name if plan.out_dtype else None,
             "shards": [s.filename for s in shards],
             "copied_files": copied,
+            "config": CONFIG_NAME,
         }
+        if any("weight" in p for p in args.per_model):
+            record["weights"] = list(args.column("weight"))
         (tmp / CONFIG_RECORD).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+        (tmp / CONFIG_NAME).write_text(dump_config(config), encoding="utf-8")
     return {
         "output": str(output),
         "shards": len(shards),

@@ -7,6 +7,11 @@ passes a method makes over float32 data stay in the CPU cache. A bounded
 queue of in-flight chunks keeps memory at `2 x threads` chunk buffers while
 the main thread appends finished chunks to the shard files in order. After a
 chunk is computed its input pages are handed back to the kernel.
+
+Whole-tensor methods get their per-tensor state first: before a tensor's first
+chunk is queued, the method's `prepare` streams that tensor through the same
+workers (`_Pass.reduce`, a bounded number of chunks in flight, pages handed
+back), so memory stays at a few chunks per model for those methods too.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import numpy as np
 from tqdm import tqdm
 
 from .dtypes import narrow, widen
+from .methods import Block
 from .plan import MergePlan
 from .writer import OutTensor, Shard, ShardWriter
 
@@ -49,7 +55,7 @@ def _work(shards: list[Shard], chunk: int) -> Iterator[tuple[int, OutTensor, int
 
 
 def _compute(
-    plan: MergePlan, target: OutTensor, start: int, stop: int, slot: _Slot
+    plan: MergePlan, target: OutTensor, start: int, stop: int, slot: _Slot, state: object
 ) -> tuple[np.ndarray, int]:
     """Merge elements [start, stop) of one tensor; return the output bytes and the input bytes read."""
     inputs = plan.inputs
@@ -57,7 +63,13 @@ def _compute(
     dest = slot.out[: (stop - start) * target.dtype.itemsize].view(target.dtype.storage)
     if target.dtype.is_float:
         with np.errstate(all="ignore"):  # inf and NaN in checkpoints are data, not errors
-            _merge_floats(plan, target, views, dest, slot)
+            for block, lo, hi in _blocks(
+                plan, target.name, start, views, slot.wide(_wide(plan, target.name)), state
+            ):
+                plan.kernel.combine(block)
+                narrow(
+                    block.out, target.dtype, dest[lo:hi], block.tmp
+                )  # the one rounding to the stored dtype
     else:
         np.copyto(dest, views[0])
     read = sum(v.nbytes for v in views)
@@ -66,15 +78,21 @@ def _compute(
     return dest, read
 
 
-def _merge_floats(
-    plan: MergePlan, target: OutTensor, views: list[np.ndarray], dest: np.ndarray, slot: _Slot
-) -> None:
-    """Run the method block by block; views are the inputs' raw elements (models first, then base)."""
-    dtypes = [ckpt.tensors[target.name].dtype for ckpt in plan.inputs]
-    wide = np.dtype(np.float64) if any(d.wide == np.float64 for d in dtypes) else np.dtype(np.float32)
-    acc_buf, tmp_buf, base_buf, scratch_buf = slot.wide(wide)
-    for lo in range(0, len(dest), BLOCK):
-        hi = min(len(dest), lo + BLOCK)
+def _wide(plan: MergePlan, name: str) -> np.dtype:
+    """The accumulation type of a tensor: float64 if any input stores it as float64, else float32."""
+    wide = any(ckpt.tensors[name].dtype.wide == np.float64 for ckpt in plan.inputs)
+    return np.dtype(np.float64) if wide else np.dtype(np.float32)
+
+
+def _blocks(plan: MergePlan, name: str, start: int, views: list[np.ndarray], buffers, state):
+    """(Block, lo, hi) for each compute block of a chunk; views are the inputs' raw elements (models, then base).
+
+    The block's `out` is overwritten by the method; after it, `tmp` is free for the caller."""
+    dtypes = [ckpt.tensors[name].dtype for ckpt in plan.inputs]
+    acc_buf, tmp_buf, base_buf, _ = buffers
+    total = len(views[0])
+    for lo in range(0, total, BLOCK):
+        hi = min(total, lo + BLOCK)
         n = hi - lo
 
         def load(i: int, dst: np.ndarray, lo: int = lo, hi: int = hi) -> None:
@@ -84,10 +102,47 @@ def _merge_floats(
         if plan.base is not None:
             base = base_buf[:n]
             load(len(plan.models), base)
-        plan.method.combine(load, base, acc_buf[:n], tmp_buf[:n])
-        narrow(
-            acc_buf[:n], target.dtype, dest[lo:hi], scratch_buf[:n]
-        )  # the one rounding to the stored dtype
+        yield Block(name, start + lo, load, base, acc_buf[:n], tmp_buf[:n], state), lo, hi
+
+
+class _Pass:
+    """One tensor streamed for a whole-tensor method's `prepare` (the `TensorPass` of methods.base)."""
+
+    def __init__(self, plan: MergePlan, target: OutTensor, pool: ThreadPoolExecutor, chunk: int, depth: int):
+        self.plan, self.name, self.numel = plan, target.name, target.numel
+        self.pool, self.chunk, self.depth = pool, chunk, depth
+
+    def _chunk(self, fn, add, start: int, stop: int):
+        inputs = self.plan.inputs
+        views = [ckpt.view(self.name, start, stop) for ckpt in inputs]
+        wide = _wide(self.plan, self.name)
+        buffers = [np.empty(min(BLOCK, stop - start), dtype=wide) for _ in range(4)]
+        result = None
+        with np.errstate(all="ignore"):
+            for block, _, _ in _blocks(self.plan, self.name, start, views, buffers, None):
+                value = fn(block)
+                result = value if result is None else add(result, value)
+        del views
+        for ckpt in inputs:
+            ckpt.release(self.name, start, stop)
+        return result
+
+    def reduce(self, fn, add):
+        pending: collections.deque[Future] = collections.deque()
+        total = None
+
+        def take() -> None:
+            nonlocal total
+            value = pending.popleft().result()
+            total = value if total is None else add(total, value)
+
+        for start in range(0, self.numel, self.chunk):
+            if len(pending) >= self.depth:
+                take()
+            pending.append(self.pool.submit(self._chunk, fn, add, start, min(self.numel, start + self.chunk)))
+        while pending:
+            take()
+        return total
 
 
 def stream(
@@ -131,14 +186,18 @@ def stream(
         bar.update(read)
 
     pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="merge")
+    state = None
     try:
         for shard_index, target, start, stop in _work(shards, chunk):
+            if start == 0:
+                whole = plan.kernel.whole_tensor and target.dtype.is_float
+                state = plan.kernel.prepare(_Pass(plan, target, pool, chunk, depth)) if whole else None
             if len(pending) >= depth:
                 drain_one()
             slot = slots.popleft()
             for ckpt in plan.inputs:  # its turn comes after the chunks ahead of it: read meanwhile
                 ckpt.prefetch(target.name, start, stop)
-            future = pool.submit(_compute, plan, target, start, stop, slot)
+            future = pool.submit(_compute, plan, target, start, stop, slot, state)
             pending.append((shard_index, target, future, slot))
         while pending:
             drain_one()

@@ -9,8 +9,7 @@ must be byte-equal across models; they are compared here too.
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -18,10 +17,10 @@ import numpy as np
 from .dtypes import Dtype, parse_output_dtype
 from .errors import MergeError
 from .io import Checkpoint
-from .methods import Linear, TaskArithmetic
+from .methods import Kernel
+from .spec import MergeSpec, Resolved, from_cli, resolve
 from .writer import OutTensor
 
-WEIGHT_SUM_TOLERANCE = 1e-6
 COMPARE_CHUNK = 1 << 24  # elements per comparison step for non-floating tensors
 
 
@@ -31,9 +30,16 @@ class MergePlan:
 
     models: list[Checkpoint]
     base: Checkpoint | None
-    method: Linear | TaskArithmetic
+    resolved: Resolved
+    kernel: Kernel
     out_dtype: Dtype | None
     tensors: list[OutTensor]
+    files_from: Checkpoint  # where config, tokenizer and processor files are copied from
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def method_name(self) -> str:
+        return self.resolved.method.name
 
     @property
     def inputs(self) -> list[Checkpoint]:
@@ -53,26 +59,11 @@ class MergePlan:
             ckpt.close()
 
 
-def check_weights(weights: list[float] | None, count: int, allow_unnormalized: bool) -> tuple[float, ...]:
-    """Uniform by default; otherwise one finite weight per model, summing to 1 unless allowed not to."""
-    if weights is None:
-        return tuple([1.0 / count] * count)
-    if len(weights) != count:
-        raise MergeError(f"got {len(weights)} weights for {count} models; give one weight per model")
-    if not all(math.isfinite(w) for w in weights):
-        raise MergeError(f"weights must be finite numbers, got {weights}")
-    total = math.fsum(weights)
-    if abs(total - 1.0) > WEIGHT_SUM_TOLERANCE and not allow_unnormalized:
-        raise MergeError(
-            f"weights {weights} sum to {total:g}, not 1; pass --allow-unnormalized if that is intended"
-        )
-    return tuple(float(w) for w in weights)
-
-
 def _architecture(ckpt: Checkpoint) -> tuple | None:
     if ckpt.config is None:
         return None
-    return (tuple(ckpt.config.get("architectures") or ()), ckpt.config.get("model_type"))
+    archs = ckpt.config.get("architectures") or ()
+    return (tuple(archs) if isinstance(archs, list) else archs, ckpt.config.get("model_type"))
 
 
 def check_compatible(first: Checkpoint, other: Checkpoint, out_dtype: Dtype | None) -> None:
@@ -132,34 +123,30 @@ def build_plan(
     weights: list[float] | None = None,
     method: str = "linear",
     base: str | Path | None = None,
-    scale: float = 1.0,
+    scale: float | None = None,
     dtype: str | Dtype | None = None,
     allow_unnormalized: bool = False,
+    params: dict | None = None,
 ) -> MergePlan:
+    """The command line's merge (see `spec.from_cli`), planned."""
+    spec = from_cli([str(m) for m in models], weights, method, base, scale, params, None, allow_unnormalized)
+    return plan_spec(spec, dtype=dtype)
+
+
+def plan_spec(spec: MergeSpec, dtype: str | Dtype | None = None) -> MergePlan:
     """Open every checkpoint (headers only), validate them against each other, and list the output tensors."""
-    if method == "linear":
-        if base is not None:
-            raise MergeError("--base is only used by --method task-arithmetic")
-        if len(models) < 2:
-            raise MergeError("linear merging needs at least two models")
-        combine: Linear | TaskArithmetic = Linear(check_weights(weights, len(models), allow_unnormalized))
-    elif method == "task-arithmetic":
-        if base is None:
-            raise MergeError(
-                "--method task-arithmetic needs --base (the model the others were fine-tuned from)"
-            )
-        if not math.isfinite(scale):
-            raise MergeError(f"--scale must be a finite number, got {scale}")
-        combine = TaskArithmetic(check_weights(weights, len(models), allow_unnormalized), float(scale))
-    else:
-        raise MergeError(f"unknown method {method!r}; use linear or task-arithmetic")
+    resolved = resolve(spec)
+    kernel = resolved.method.build(resolved.args)
+    dtype = dtype if dtype is not None else spec.dtype
     out_dtype = parse_output_dtype(dtype) if isinstance(dtype, str) else dtype
 
     opened: list[Checkpoint] = []
     try:
-        for path in models:
+        for path in resolved.models:
             opened.append(Checkpoint(path))
-        base_ckpt = Checkpoint(base, label=f"base {base}") if base is not None else None
+        base_ckpt = (
+            Checkpoint(resolved.base, label=f"base {resolved.base}") if resolved.base is not None else None
+        )
         if base_ckpt is not None:
             opened.append(base_ckpt)
         first = opened[0]
@@ -175,4 +162,8 @@ def build_plan(
         OutTensor(name, out_dtype if (out_dtype is not None and e.is_float) else e.dtype, e.shape)
         for name, e in first.tensors.items()
     ]
-    return MergePlan(opened[: len(models)], base_ckpt, combine, out_dtype, tensors)
+    models = opened[: len(resolved.models)]
+    files_from = base_ckpt if (base_ckpt is not None and not spec.from_cli) else models[0]
+    return MergePlan(
+        models, base_ckpt, resolved, kernel, out_dtype, tensors, files_from, list(resolved.notes)
+    )

@@ -265,7 +265,7 @@ def test_task_arithmetic(three_models, tmp_path):
         else:
             assert torch.equal(tensor, tb[name])
     record = json.loads((tmp_path / "out" / "merge_tool_config.json").read_text())
-    assert record["method"] == "task-arithmetic" and record["scale"] == 0.7 and record["base"]
+    assert record["method"] == "task_arithmetic" and record["parameters"]["lambda"] == 0.7 and record["base"]
 
 
 def test_float32_output_keeps_the_unrounded_sum(three_models, tmp_path):
@@ -508,9 +508,10 @@ def test_interrupted_merge_leaves_nothing(tmp_path):
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"base": "b"}, "--base is only used by --method task-arithmetic"),
+        ({"base": "b"}, "--method linear does not use --base"),
         ({"method": "task-arithmetic"}, "needs --base"),
-        ({"method": "ties"}, "unknown method 'ties'"),
+        ({"method": "ties"}, "needs --base"),
+        ({"method": "model_stock"}, "unknown method 'model_stock'; use one of linear, task_arithmetic, ties"),
         ({"dtype": "int8"}, "unknown --dtype 'int8'"),
         ({"weights": [0.5, float("nan")]}, "weights must be finite"),
     ],
@@ -526,7 +527,7 @@ def test_refuses_bad_shard_size_and_single_model(pair, tmp_path):
     assert "cannot read size '12 parsecs'" in refused(
         tmp_path, "--models", str(a), str(b), "--max-shard-size", "12 parsecs"
     )
-    assert "at least two models" in refused(tmp_path, "--models", str(a))
+    assert "needs at least 2 models, got 1" in refused(tmp_path, "--models", str(a))
 
 
 def test_standalone_without_torch_or_frameworks(pair, tmp_path):

@@ -1,0 +1,137 @@
+"""Sparsifying task vectors tensor by tensor while streaming: TIES's exact top-k, DARE's seeded drop.
+
+Why streaming: TIES keeps each task vector's `density` fraction of largest
+magnitudes per tensor, and sorting a 131M-element embedding in memory would
+cost more than a shard. Instead the k-th largest magnitude T is found exactly
+by a radix select on the 31 bits of |delta|'s float32 pattern (non-negative
+floats order like their bits): one pass builds a histogram of the top 11 bits
+and finds the bin holding the k-th largest, a second one of the next 10 bits
+inside that bin, a third of the last 10, which gives T. (Three small
+histograms that stay in the CPU cache cost less than two of 65,536 bins.)
+Everything above T is kept; of the
+elements equal to T the first ones in flat order are kept until exactly k are
+(a third pass, only when needed, counts them per block), so the density is
+exact and the choice deterministic (mergekit's argsort breaks ties arbitrarily).
+
+DARE's keep mask is Bernoulli(density) drawn per tile: tile j (65,536
+elements) of (seed, tensor name, model) has its own seeded PCG64 stream, whose
+raw 32-bit words below density * 2**32 mark the kept elements, so
+the mask depends on neither chunk sizes nor threads and a recorded config
+replays bit for bit. (The stream differs from torch's, so masks differ from
+mergekit's for the same seed; mergekit's masks depend on its device and
+scheduling anyway.)
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from .base import Block, TensorPass
+
+DIGITS = ((20, 11), (10, 10), (0, 10))  # (shift, width) of each radix digit of a 31-bit magnitude key
+TILE = 1 << 16
+Delta = Callable[[Block, int], np.ndarray]  # (block, model index) -> that model's task vector block
+
+
+def magnitude_keys(delta: np.ndarray) -> np.ndarray:
+    """uint32 keys that order like |delta| (NaN above infinity, as torch's sort puts it)."""
+    if delta.dtype == np.float32:
+        return delta.view(np.uint32) & np.uint32(0x7FFFFFFF)
+    return np.abs(delta).astype(np.float32).view(np.uint32)
+
+
+@dataclass(frozen=True)
+class TopK:
+    """Which elements of one task vector the top-k keeps: keys above `threshold`, and `ties` of those equal."""
+
+    threshold: int
+    ties: int
+    starts: np.ndarray | None = None  # block starts, when only some elements equal to the threshold are kept
+    before: np.ndarray | None = None  # elements equal to the threshold in the blocks before each block
+
+    def keep(self, keys: np.ndarray, start: int) -> np.ndarray:
+        if self.starts is None:
+            return keys >= self.threshold
+        keep = keys > self.threshold
+        i = int(np.searchsorted(self.starts, start))
+        if i >= len(self.starts) or self.starts[i] != start:
+            raise RuntimeError(f"block at {start} was not seen when counting ties")  # a bug, not bad input
+        quota = self.ties - int(self.before[i])
+        if quota > 0:
+            keep[np.flatnonzero(keys == self.threshold)[:quota]] = True
+        return keep
+
+
+def _from_top(hist: np.ndarray, k: int) -> tuple[int, int]:
+    """The bin holding the k-th largest key (k >= 1), and how many keys lie in higher bins."""
+    cum = np.cumsum(hist[::-1])
+    r = int(np.searchsorted(cum, k))
+    b = len(hist) - 1 - r
+    return b, int(cum[r] - hist[b])
+
+
+def select_top_k(tensor: TensorPass, delta: Delta, wanted: dict[int, int]) -> dict[int, TopK]:
+    """For each model i in `wanted` (0 < k < numel), which elements are its k largest magnitudes."""
+    models = list(wanted)
+    prefix = [0] * len(models)  # the digits of T found so far
+    need = [wanted[i] for i in models]  # how many of the k are still to be found below the prefix
+    hist = None
+    for level, (shift, width) in enumerate(DIGITS):
+
+        def digit_hist(block: Block, level=level, shift=shift, width=width) -> np.ndarray:
+            out = np.zeros((len(models), 1 << width), np.int64)
+            for j, i in enumerate(models):
+                keys = magnitude_keys(delta(block, i))
+                if level:
+                    keys = keys[(keys >> (shift + width)) == prefix[j]]
+                out[j] += np.bincount((keys >> shift) & ((1 << width) - 1), minlength=1 << width)
+            return out
+
+        hist = tensor.reduce(digit_hist, np.add)
+        for j in range(len(models)):
+            b, higher = _from_top(hist[j], need[j])
+            need[j] -= higher
+            prefix[j] = (prefix[j] << width) | b
+    result: dict[int, TopK] = {}
+    partial: list[int] = []
+    for j, i in enumerate(models):
+        result[i] = TopK(prefix[j], need[j])
+        if need[j] < hist[j][prefix[j] & ((1 << DIGITS[-1][1]) - 1)]:
+            partial.append(i)
+    if partial:
+
+        def count(block: Block) -> list[tuple[int, list[int]]]:
+            counts = [
+                int(np.count_nonzero(magnitude_keys(delta(block, i)) == result[i].threshold)) for i in partial
+            ]
+            return [(block.start, counts)]
+
+        rows = tensor.reduce(count, lambda a, b: a + b)
+        starts = np.array([s for s, _ in rows], dtype=np.int64)
+        counts = np.array([c for _, c in rows], dtype=np.int64).reshape(len(rows), len(partial))
+        before = np.cumsum(counts, axis=0) - counts
+        for j, i in enumerate(partial):
+            result[i] = TopK(result[i].threshold, result[i].ties, starts, before[:, j].copy())
+    return result
+
+
+def name_key(name: str) -> int:
+    return int.from_bytes(hashlib.sha256(name.encode("utf-8", "surrogatepass")).digest()[:8], "little")
+
+
+def random_keep(seed: int, name: int, model: int, start: int, n: int, density: float) -> np.ndarray:
+    """Bernoulli(density) keep mask for elements [start, start + n) of (tensor `name`, model)."""
+    limit = np.uint32(min((1 << 32) - 1, int(density * (1 << 32))))
+    keep = np.empty(n, dtype=bool)
+    pos, stop = start, start + n
+    while pos < stop:
+        tile = pos // TILE
+        lo, hi = pos - tile * TILE, min(TILE, stop - tile * TILE)
+        words = np.random.PCG64(np.random.SeedSequence([seed, name, model, tile])).random_raw((hi + 1) // 2)
+        keep[pos - start : pos - start + hi - lo] = words.view(np.uint32)[lo:hi] < limit
+        pos += hi - lo
+    return keep

@@ -1,0 +1,238 @@
+"""Task-vector methods, as mergekit's generalized task arithmetic: task_arithmetic, ties, dare_ties, dare_linear.
+
+Why one module: the four differ only in how each task vector d_i = model_i - base
+is sparsified (none; TIES's top-k by magnitude; DARE's random drop) and whether
+TIES's sign consensus mixes them. Per tensor, following mergekit:
+
+  d_i  <- sparsify(d_i, density_i), then with `rescale` times |d_i|_1 / |kept d_i|_1
+          (mergekit's L1 rescale; skipped when either sum is below 1e-7)
+  w_i d_i; consensus: keep w_i d_i only where its sign is the sign of sum_j w_j d_j
+          (>= 0 counts as +), divisor = sum of the kept w_i (0 -> 1);
+          otherwise divisor = sum_i w_i (|.| < 1e-8 -> 1)
+  base + lambda * (sum of the kept w_i d_i) [/ divisor when normalize]
+
+Deviations, all on purpose: arithmetic is float32 (float64 for float64
+tensors) with one rounding at the end, where mergekit works in the config's
+dtype; top-k ties are broken by position; when density x numel < 1, one
+element (the largest) is kept where mergekit stops with an assertion. Without
+rescale (TIES's default) or with density 1, the sparse methods stay
+element-wise; otherwise they are whole-tensor (see `sparsify`).
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+
+import numpy as np
+
+from .base import Args, Block, Kernel, Method, Param, TensorPass
+from .sparsify import TopK, magnitude_keys, name_key, random_keep, select_top_k
+
+RESCALE_EPS = 1e-7
+
+
+class TaskVectorKernel(Kernel):
+    def __init__(
+        self,
+        weights: tuple[float, ...],
+        densities: tuple[float, ...],
+        lambda_: float,
+        normalize: bool,
+        consensus: bool,
+        sparsify: str | None,
+        rescale: bool,
+        seed: int = 0,
+    ):
+        self.weights, self.densities = weights, densities
+        self.lambda_, self.normalize, self.consensus = lambda_, normalize, consensus
+        self.sparsify, self.rescale, self.seed = sparsify, rescale, seed
+        self.sparse = [i for i, d in enumerate(densities) if d < 1] if sparsify else []
+        self.whole_tensor = bool(self.sparse) and (sparsify == "magnitude" or rescale)
+        self._local = threading.local()
+
+    # ------------------------------------------------------------ per-tensor statistics
+
+    @staticmethod
+    def _delta(block: Block, i: int) -> np.ndarray:
+        block.load(i, block.tmp)
+        block.tmp -= block.base
+        return block.tmp
+
+    def _keep(self, i: int, delta: np.ndarray, block: Block, top: dict[int, TopK]) -> np.ndarray | None:
+        """Model i's keep mask for this block, or None when it keeps everything."""
+        if self.sparsify == "random":
+            return random_keep(self.seed, name_key(block.name), i, block.start, len(delta), self.densities[i])
+        if i in top:
+            return top[i].keep(magnitude_keys(delta), block.start)
+        return None
+
+    def prepare(self, tensor: TensorPass) -> tuple[dict[int, TopK], dict[int, float]]:
+        top: dict[int, TopK] = {}
+        if self.sparsify == "magnitude":
+            wanted = {}
+            for i in self.sparse:
+                k = max(1, int(self.densities[i] * tensor.numel))  # mergekit: int(density * numel)
+                if k < tensor.numel:
+                    wanted[i] = k
+            if wanted:
+                top = select_top_k(tensor, self._delta, wanted)
+        factors: dict[int, float] = {}
+        if self.rescale:
+            targets = [i for i in self.sparse if self.sparsify == "random" or i in top]
+
+            def sums(block: Block) -> np.ndarray:
+                row = np.zeros((len(targets), 2), np.float64)
+                for j, i in enumerate(targets):
+                    delta = self._delta(block, i)
+                    keep = self._keep(i, delta, block, top)
+                    row[j, 0] = np.abs(delta).sum(dtype=np.float64)
+                    row[j, 1] = np.abs(delta[keep]).sum(dtype=np.float64)
+                return row
+
+            if targets:
+                totals = tensor.reduce(sums, np.add)
+                for j, i in enumerate(targets):
+                    before, after = totals[j]
+                    if before >= RESCALE_EPS and after >= RESCALE_EPS:
+                        factors[i] = float(before / after)
+        return top, factors
+
+    # ------------------------------------------------------------ the blocks
+
+    def _bank(self, n: int, dtype: np.dtype) -> list[np.ndarray]:
+        bank = getattr(self._local, "bank", None)
+        if bank is None or bank[0].dtype != dtype or len(bank[0]) < n:
+            bank = [np.empty(n, dtype) for _ in self.weights]
+            self._local.bank = bank
+        return [b[:n] for b in bank]
+
+    def combine(self, block: Block) -> None:
+        out, tmp, base = block.out, block.tmp, block.base
+        kind = out.dtype.type
+        top, factors = block.state if block.state is not None else ({}, {})
+        bank = self._bank(len(out), out.dtype) if self.consensus else None
+        for i, weight in enumerate(self.weights):
+            delta = bank[i] if bank is not None else (out if i == 0 else tmp)
+            block.load(i, delta)
+            delta -= base
+            if i in self.sparse:
+                keep = self._keep(i, delta, block, top)
+                if keep is not None:
+                    delta *= keep  # multiply, not select: NaN * 0 stays NaN, as in mergekit
+                if i in factors:
+                    delta *= kind(factors[i])
+            delta *= kind(weight)
+            if bank is None and i:
+                out += tmp
+        if bank is not None:
+            np.copyto(out, bank[0])
+            for delta in bank[1:]:
+                out += delta
+            positive = out >= 0
+            out[:] = 0
+            divisor = tmp
+            divisor[:] = 0
+            for weight, delta in zip(self.weights, bank, strict=True):
+                agree = np.where(positive, delta > 0, delta < 0)
+                divisor += agree * kind(weight)
+                delta *= agree
+                out += delta
+            divisor[divisor == 0] = 1
+            if self.normalize:
+                out /= divisor
+        elif self.normalize:
+            total = math.fsum(self.weights)
+            out /= kind(total if abs(total) >= 1e-8 else 1.0)
+        if self.lambda_ != 1:
+            out *= kind(self.lambda_)
+        out += base
+
+
+def _kernel(consensus: bool, sparsify: str | None):
+    def build(args: Args) -> TaskVectorKernel:
+        g = args.globals
+        densities = args.column("density") if sparsify else tuple(1.0 for _ in args.per_model)
+        return TaskVectorKernel(
+            args.column("weight"),
+            densities,
+            g["lambda"],
+            g["normalize"],
+            consensus,
+            sparsify,
+            g.get("rescale", False),
+            g.get("random_seed", 0),
+        )
+
+    return build
+
+
+WEIGHT = Param("weight", "this model's weight", per_model=True)
+DENSITY = Param(
+    "density",
+    "fraction of the task vector kept",
+    default=1.0,
+    per_model=True,
+    low=0.0,
+    low_open=True,
+    high=1.0,
+)
+LAMBDA = Param("lambda", "scale of the summed task vectors", default=1.0)
+SEED = Param("random_seed", "seed of DARE's random drop (merge_tool's addition)", default=0, kind=int, low=0)
+NEGATIVE = "a negative weight subtracts that model's task vector (task-vector negation; mergekit allows it)"
+INT8 = "int8_mask only saves GPU memory in mergekit; the result is the same"
+
+
+def _normalize(default: bool) -> Param:
+    return Param("normalize", "divide by the sum of the (agreeing) weights", default=default, kind=bool)
+
+
+def _rescale(default: bool) -> Param:
+    return Param("rescale", "rescale each sparsified task vector to its L1 norm", default=default, kind=bool)
+
+
+TASK_ARITHMETIC = Method(
+    name="task_arithmetic",
+    summary="base + lambda * sum_i w_i (model_i - base) (Ilharco et al.'s task vectors)",
+    params=(WEIGHT, _normalize(False), LAMBDA),
+    build=_kernel(False, None),
+    needs_base=True,
+    min_models=1,
+    negative_weights=NEGATIVE,
+    aliases=("task-arithmetic",),
+    ignored={
+        "int8_mask": INT8,
+        "density": "task_arithmetic does not sparsify",
+        "rescale": "nothing to rescale",
+    },
+)
+TIES = Method(
+    name="ties",
+    summary="task vectors trimmed to their top-density magnitudes, signs elected, agreeing ones averaged",
+    params=(WEIGHT, DENSITY, _normalize(True), _rescale(False), LAMBDA),
+    build=_kernel(True, "magnitude"),
+    needs_base=True,
+    min_models=1,
+    negative_weights=NEGATIVE,
+    ignored={"int8_mask": INT8},
+)
+DARE_TIES = Method(
+    name="dare_ties",
+    summary="task vectors randomly dropped to density (seeded) and rescaled, then TIES's sign consensus",
+    params=(WEIGHT, DENSITY, _normalize(False), _rescale(True), LAMBDA, SEED),
+    build=_kernel(True, "random"),
+    needs_base=True,
+    min_models=1,
+    negative_weights=NEGATIVE,
+    ignored={"int8_mask": INT8},
+)
+DARE_LINEAR = Method(
+    name="dare_linear",
+    summary="task vectors randomly dropped to density (seeded) and rescaled, then summed",
+    params=(WEIGHT, DENSITY, _normalize(False), _rescale(True), LAMBDA, SEED),
+    build=_kernel(False, "random"),
+    needs_base=True,
+    min_models=1,
+    negative_weights=NEGATIVE,
+    ignored={"int8_mask": INT8},
+)

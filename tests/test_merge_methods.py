@@ -1,0 +1,371 @@
+"""merge_tool's methods against hand-computed tensors, mergekit configs, replay and bad configs.
+
+Inputs are tiny float32 safetensors files written with the safetensors library;
+outputs are read back with it. Small cases are worked out by hand in the
+comments; larger ones are checked against a plain in-memory numpy reference
+(sort-based top-k, whole-tensor norms) that shares no code with the streaming
+implementation, with chunks small enough that every whole-tensor statistic
+spans several chunks and worker threads.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from safetensors.numpy import load_file, save_file
+
+from merge_tool import MergeError, build_plan, run_merge
+from merge_tool.config import read_config
+from merge_tool.methods import METHODS
+from merge_tool.methods.sparsify import random_keep
+from merge_tool.plan import plan_spec
+from tests.conftest import REPO
+
+ARCH = {"architectures": ["TinyForCausalLM"], "model_type": "tiny"}
+
+
+def model(folder: Path, **tensors) -> Path:
+    folder.mkdir(parents=True)
+    save_file({k: np.asarray(v, np.float32) for k, v in tensors.items()}, folder / "model.safetensors")
+    (folder / "config.json").write_text(json.dumps(ARCH))
+    return folder
+
+
+def run(plan, out: Path, chunk_elements: int = 4, threads: int = 2) -> dict[str, np.ndarray]:
+    try:
+        run_merge(plan, out, progress=False, chunk_elements=chunk_elements, threads=threads, force=True)
+    finally:
+        plan.close()
+    return load_file(out / "model.safetensors")
+
+
+def run_config(tmp_path: Path, text: str, name: str = "out", **kw) -> dict[str, np.ndarray]:
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(text)
+    return run(plan_spec(read_config(path)), tmp_path / name, **kw)
+
+
+def cli(*args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    return subprocess.run(
+        [sys.executable, "-m", "merge_tool", *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+# ---------------------------------------------------------------- hand-computed
+
+
+def test_linear_config_normalizes_by_default(tmp_path):
+    a = model(tmp_path / "a", w=[1, 2, 3, 4])
+    b = model(tmp_path / "b", w=[3, 2, 1, 0])
+    config = f"merge_method: linear\nmodels:\n  - model: {a}\n    parameters: {{weight: 1}}\n  - model: {b}\n    parameters: {{weight: 3}}\n"
+    out = run_config(tmp_path, config)
+    np.testing.assert_array_equal(out["w"], [2.5, 2.0, 1.5, 1.0])  # (1 a + 3 b) / 4
+    raw = run_config(tmp_path, config + "parameters: {normalize: false}\n", name="raw")
+    np.testing.assert_array_equal(raw["w"], [10, 8, 6, 4])  # 1 a + 3 b
+
+
+def test_task_arithmetic_with_lambda_and_normalize(tmp_path):
+    base = model(tmp_path / "base", w=[1, 1, 1, 1])
+    m1 = model(tmp_path / "m1", w=[2, 0, 1, 3])  # d1 = [1, -1, 0, 2]
+    m2 = model(tmp_path / "m2", w=[1, 3, 1, -1])  # d2 = [0, 2, 0, -2]
+    plan = build_plan([m1, m2], method="task_arithmetic", base=base, weights=[0.5, 0.5], scale=2.0)
+    np.testing.assert_array_equal(run(plan, tmp_path / "o1")["w"], [2, 2, 1, 1])  # 1 + 2 * [0.5, 0.5, 0, 0]
+    plan = build_plan(
+        [m1, m2], method="task_arithmetic", base=base, weights=[1, 3], params={"normalize": True},
+        allow_unnormalized=True,
+    )  # fmt: skip
+    np.testing.assert_array_equal(run(plan, tmp_path / "o2")["w"], [1.25, 2.25, 1, 0])  # 1 + (d1 + 3 d2) / 4
+
+
+def test_ties_top_k_sign_election_and_disjoint_mean(tmp_path):
+    base = model(tmp_path / "base", w=[0] * 6, t=[1] * 6)
+    # w: m1 keeps -4, 3, 2 (density 0.5 of 6 -> k = 3); m2 keeps -3, -2.5, 2.
+    # sum = [3, 2, -3, -0.5, -4, 0] elects signs [+, +, -, -, -, +]; at index 3 m1's +2 disagrees and is
+    # dropped; every surviving element has one agreeing model, so the disjoint mean is the element itself.
+    # t (base 1): m2's magnitudes 1 at index 0 and 4 tie for its third place; the first in order is kept.
+    # d1 = [3, 0, 0, 2, -4, 0], d2 = [1, 2, -3, 0, 0, 0]: index 0 has two agreeing (mean (3 + 1) / 2 = 2).
+    m1 = model(tmp_path / "m1", w=[3, -1, 0.5, 2, -4, 0.1], t=[4, 0, 1.5, 3, -3, 1.1])
+    m2 = model(tmp_path / "m2", w=[1, 2, -3, -2.5, -1, 0.2], t=[2, 3, -2, 0.5, 0, 1.2])
+    config = f"""
+merge_method: ties
+base_model: {base}
+models:
+  - model: {base}
+  - model: {m1}
+    parameters: {{weight: 1.0, density: 0.5}}
+  - model: {m2}
+    parameters: {{weight: 1.0, density: 0.5}}
+dtype: float32
+"""
+    out = run_config(tmp_path, config)
+    np.testing.assert_array_equal(out["w"], [3, 2, -3, -2.5, -4, 0])
+    np.testing.assert_array_equal(out["t"], [3, 3, -2, 3, -3, 1])  # base 1 + [2, 2, -3, 2, -4, 0]
+    unnormalized = run_config(tmp_path, config + "parameters: {normalize: false}\n", name="sum")
+    np.testing.assert_array_equal(unnormalized["t"], [5, 3, -2, 3, -3, 1])  # index 0: 1 + 3 + 1
+
+
+def test_slerp_hand_values_and_colinear_fallback(tmp_path):
+    a = model(tmp_path / "a", q=[1, 0], r=[2, 0], c=[1, 2])
+    b = model(tmp_path / "b", q=[0, 1], r=[0, 1], c=[2, 4])  # c: colinear with a's, so lerp
+    config = f"merge_method: slerp\nbase_model: {a}\nmodels:\n  - model: {a}\n  - model: {b}\nparameters: {{t: T}}\n"
+    half = run_config(tmp_path, config.replace("T", "0.5"), name="half")
+    h = math.sqrt(0.5)
+    np.testing.assert_allclose(half["q"], [h, h], rtol=1e-6)  # 90 degrees apart: sin(45)/sin(90) each
+    np.testing.assert_allclose(half["r"], [2 * h, h], rtol=1e-6)  # the angle is normalized, the sum is not
+    np.testing.assert_array_equal(half["c"], [1.5, 3.0])
+    quarter = run_config(tmp_path, config.replace("T", "0.25"), name="quarter")
+    np.testing.assert_allclose(quarter["q"], [math.cos(math.pi / 8), math.sin(math.pi / 8)], rtol=1e-6)
+    np.testing.assert_array_equal(quarter["c"], [1.25, 2.5])  # 0.75 a + 0.25 b
+    ends = [run_config(tmp_path, config.replace("T", t), name=f"t{t}") for t in ("0", "1")]
+    np.testing.assert_allclose(ends[0]["r"], [2, 0], atol=1e-7)
+    np.testing.assert_allclose(ends[1]["r"], [0, 1], atol=1e-7)
+
+
+def test_dare_linear_drops_and_l1_rescales(tmp_path):
+    rng = np.random.default_rng(0)
+    base_w = rng.standard_normal(20_000).astype(np.float32)
+    delta = rng.standard_normal(20_000).astype(np.float32)
+    base = model(tmp_path / "base", w=base_w)
+    m1 = model(tmp_path / "m1", w=base_w + delta)
+    plan = build_plan(
+        [m1], method="dare_linear", base=base, weights=[1.0], params={"density": 0.3, "random_seed": 7}
+    )
+    out = run(plan, tmp_path / "out", chunk_elements=3000)["w"]
+    d = (base_w + delta).astype(np.float32) - base_w  # the task vector as stored
+    kept = out != base_w
+    assert 0.28 < kept.mean() < 0.32  # Bernoulli(0.3)
+    factor = np.abs(d).sum(dtype=np.float64) / np.abs(d[kept]).sum(dtype=np.float64)  # mergekit's L1 rescale
+    expected = np.where(kept, base_w + d * np.float32(factor), base_w)
+    np.testing.assert_allclose(out, expected, rtol=1e-6, atol=1e-6)
+    again = build_plan([m1], method="dare_linear", base=base, params={"density": 0.3, "random_seed": 7})
+    np.testing.assert_array_equal(run(again, tmp_path / "again", chunk_elements=1 << 20, threads=1)["w"], out)
+    other = build_plan([m1], method="dare_linear", base=base, params={"density": 0.3, "random_seed": 8})
+    assert (run(other, tmp_path / "other")["w"] != out).any()
+
+
+def test_dare_ties_consensus_on_the_seeded_mask(tmp_path):
+    rng = np.random.default_rng(1)
+    n = 5000
+    base_w = np.zeros(n, np.float32)
+    d1, d2 = (rng.standard_normal(n).astype(np.float32) for _ in range(2))
+    base = model(tmp_path / "base", w=base_w)
+    m1, m2 = model(tmp_path / "m1", w=d1), model(tmp_path / "m2", w=d2)
+    params = {"density": 0.5, "random_seed": 3, "rescale": False}
+    plan = build_plan([m1, m2], method="dare_ties", base=base, weights=[0.6, 0.4], params=params)
+    out = run(plan, tmp_path / "out", chunk_elements=777)["w"]
+    from merge_tool.methods.sparsify import name_key
+
+    k1 = random_keep(3, name_key("w"), 0, 0, n, 0.5)
+    k2 = random_keep(3, name_key("w"), 1, 0, n, 0.5)
+    w1, w2 = np.float32(0.6) * d1 * k1, np.float32(0.4) * d2 * k2
+    sign = np.where(w1 + w2 >= 0, 1, -1)
+    a1, a2 = np.sign(w1) == sign, np.sign(w2) == sign
+    np.testing.assert_allclose(out, w1 * a1 + w2 * a2, rtol=1e-6, atol=1e-7)  # normalize is off for dare_ties
+    assert 0.45 < k1.mean() < 0.55 and (k1 != k2).any()
+
+
+# ---------------------------------------------------------------- streaming matches in-memory references
+
+
+def reference_ties(base, deltas, weights, densities):
+    """TIES in memory: stable argsort top-k (ties to the lower index), sign election, disjoint mean."""
+    kept = []
+    for d, density in zip(deltas, densities, strict=True):
+        k = max(1, int(density * d.size))
+        order = np.argsort(-np.abs(d), kind="stable")[:k]
+        mask = np.zeros(d.size, bool)
+        mask[order] = True
+        kept.append(d * mask)
+    wd = [w * d for w, d in zip(weights, kept, strict=True)]
+    sign = np.where(sum(wd) >= 0, 1, -1)
+    agree = [np.sign(x) == sign for x in wd]
+    mixed = sum(x * a for x, a in zip(wd, agree, strict=True))
+    div = sum(np.float32(w) * a for w, a in zip(weights, agree, strict=True)).astype(np.float32)
+    div[div == 0] = 1
+    return base + mixed / div
+
+
+def test_ties_streaming_equals_sorting_with_many_ties(tmp_path):
+    rng = np.random.default_rng(2)
+    base_w = rng.integers(-3, 4, 50_003).astype(np.float32)
+    deltas = [rng.integers(-6, 7, 50_003).astype(np.float32) * 0.25 for _ in range(3)]  # heavy ties
+    base = model(tmp_path / "base", w=base_w)
+    models = [model(tmp_path / f"m{i}", w=base_w + d) for i, d in enumerate(deltas)]
+    weights, densities = [0.5, 0.3, 0.2], [0.2, 0.55, 0.9]
+    lines = [
+        f"  - model: {m}\n    parameters: {{weight: {w}, density: {d}}}"
+        for m, w, d in zip(models, weights, densities, strict=True)
+    ]
+    config = f"merge_method: ties\nbase_model: {base}\nmodels:\n" + "\n".join(lines) + "\n"
+    out = run_config(tmp_path, config, chunk_elements=4099)["w"]
+    np.testing.assert_allclose(out, reference_ties(base_w, deltas, weights, densities), rtol=1e-6, atol=1e-6)
+
+
+def test_slerp_streaming_equals_whole_tensor(tmp_path):
+    rng = np.random.default_rng(3)
+    a_w, b_w = (rng.standard_normal(30_000).astype(np.float32) for _ in range(2))
+    a, b = model(tmp_path / "a", w=a_w), model(tmp_path / "b", w=b_w)
+    out = run(build_plan([b], method="slerp", base=a, params={"t": 0.3}), tmp_path / "o", chunk_elements=999)[
+        "w"
+    ]
+    a64, b64 = a_w.astype(np.float64), b_w.astype(np.float64)
+    theta = math.acos(a64 @ b64 / (np.linalg.norm(a64) * np.linalg.norm(b64)))
+    expected = (math.sin(0.7 * theta) * a64 + math.sin(0.3 * theta) * b64) / math.sin(theta)
+    np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-6)
+
+
+# ---------------------------------------------------------------- the CLI, replay, the table
+
+
+def test_cli_ties_and_replay_gives_the_same_bytes(tmp_path):
+    rng = np.random.default_rng(4)
+    base_w = rng.standard_normal(3000).astype(np.float32)
+    base = model(tmp_path / "base", w=base_w, v=base_w[:10])
+    m = [
+        model(tmp_path / f"m{i}", w=base_w + rng.standard_normal(3000).astype(np.float32), v=base_w[:10] + i)
+        for i in range(2)
+    ]
+    proc = cli(
+        "--method", "dare_ties", "--base", str(base), "--models", str(m[0]), str(m[1]),
+        "--param", "density=0.4", "--param", "random_seed=5", "--output", str(tmp_path / "first"),
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    recorded = tmp_path / "first" / "merge_config.yaml"
+    assert "merge_method: dare_ties" in recorded.read_text() and "random_seed: 5" in recorded.read_text()
+    proc = cli(str(recorded), "--output", str(tmp_path / "replay"), "--threads", "1")
+    assert proc.returncode == 0, proc.stderr
+    first, replay = (tmp_path / d / "model.safetensors" for d in ("first", "replay"))
+    assert first.read_bytes() == replay.read_bytes()
+    assert (tmp_path / "replay" / "merge_config.yaml").read_text() == recorded.read_text()
+
+
+def test_every_table_method_records_a_replayable_config(tmp_path):
+    base = model(tmp_path / "base", w=[0.5, -1, 2, 0])
+    m1 = model(tmp_path / "m1", w=[1, -2, 2.5, 1])
+    m2 = model(tmp_path / "m2", w=[0, 1, 1, -1])
+    for name, method in METHODS.items():
+        params = {"t": 0.4} if method.param("t") else {"density": 0.5} if method.param("density") else {}
+        models = [m1] if method.max_models == 1 else [m1, m2]
+        plan = build_plan(models, method=name, base=base if method.needs_base else None, params=params)
+        out = run(plan, tmp_path / name)
+        replayed = run(
+            plan_spec(read_config(tmp_path / name / "merge_config.yaml")), tmp_path / f"{name}-replay"
+        )
+        np.testing.assert_array_equal(out["w"], replayed["w"], err_msg=name)
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        ("merge_method: model_soup\nmodels: [A, B]\n", "unknown method 'model_soup'; use one of linear"),
+        ("merge_method: ties\nmodels: [{model: A, parameters: {weight: 1}}]\n", "ties needs base_model"),
+        (
+            "merge_method: slerp\nbase_model: A\nmodels: [A, B]\nparameters: {t: 1.5}\n",
+            "parameter 't' is 1.5, outside [0, 1]",
+        ),
+        ("merge_method: slerp\nbase_model: A\nmodels: [A, B]\nparameters: {t: -0.1}\n", "outside [0, 1]"),
+        ("merge_method: slerp\nbase_model: A\nmodels: [A, B]\n", "slerp needs the parameter 't'"),
+        (
+            "merge_method: slerp\nbase_model: A\nmodels: [A, B, C]\nparameters: {t: 0.5}\n",
+            "needs exactly 1 models besides the base model, got 2",
+        ),
+        (
+            "merge_method: ties\nbase_model: A\nmodels: [{model: B, parameters: {weight: 1, density: [0.2, 0.8]}}]\n",
+            "'density' is a list (a mergekit gradient",
+        ),
+        (
+            "merge_method: ties\nbase_model: A\nmodels: [{model: B, parameters: {weight: 1, density: 0}}]\n",
+            "'density' is 0, outside (0, 1]",
+        ),
+        (
+            "merge_method: ties\nbase_model: A\nmodels: [{model: B, parameters: {weight: 1, densty: 0.5}}]\n",
+            "ties has no parameter 'densty'",
+        ),
+        ("merge_method: ties\nbase_model: A\nmodels: [{model: B}]\n", "has no 'weight'"),
+        (
+            "merge_method: linear\nmodels: [{model: A, parameters: {weight: .nan}}, {model: B, parameters: {weight: 1}}]\n",
+            "must be a finite number",
+        ),
+        (
+            "merge_method: linear\nmodels: [{model: A, parameters: {weight: '0.5'}}, {model: B, parameters: {weight: 1}}]\n",
+            "must be a number, got '0.5'",
+        ),
+        (
+            "merge_method: slerp\nbase_model: A\nmodels: [{model: B, parameters: {t: 0.5}}]\n",
+            "'t' is a global parameter of slerp",
+        ),
+        ("merge_method: linear\nslices: []\nmodels: [A, B]\n", "`slices` (layer slices"),
+        (
+            "merge_method: linear\nmodels: [A, B]\ntokenizer_source: union\n",
+            "tokenizer_source 'union' is not supported",
+        ),
+        ("merge_method: linear\nmodels: [A, B]\nmerge_metod: x\n", "unknown keys ['merge_metod']"),
+        ("- just a list\n", "a merge config is a mapping"),
+        ("merge_method: [linear\n", "not valid YAML"),
+        (
+            "merge_method: linear\nmodels: [{model: A, parameters: {weight: 1}}, {model: A, parameters: {weight: 1}}]\n",
+            "is the same folder as model",
+        ),
+        (
+            "merge_method: linear\nmodels: [{model: A, parameters: {weight: 0}}, {model: B, parameters: {weight: 0}}]\n",
+            "sum to 0, so they cannot be normalized",
+        ),
+    ],
+)
+def test_bad_configs_are_refused_by_name(tmp_path, config, message):
+    for name in "ABC":
+        model(tmp_path / name, w=[1.0, 2.0])
+    path = tmp_path / "bad.yaml"
+    path.write_text(
+        config.replace("A", str(tmp_path / "A"))
+        .replace("B", str(tmp_path / "B"))
+        .replace("C,", f"{tmp_path / 'C'},")
+        .replace("C]", f"{tmp_path / 'C'}]")
+    )
+    proc = cli(str(path), "--output", str(tmp_path / "out"))
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert message in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_ignored_and_base_parameters_are_noted(tmp_path):
+    base = model(tmp_path / "base", w=[0, 0])
+    m1 = model(tmp_path / "m1", w=[1, 2])
+    path = tmp_path / "c.yaml"
+    path.write_text(
+        f"merge_method: ties\nbase_model: {base}\nmodels:\n  - model: {base}\n    parameters: {{weight: 1}}\n"
+        f"  - model: {m1}\n    parameters: {{weight: 1}}\nparameters: {{int8_mask: true}}\n"
+    )
+    proc = cli(str(path), "--output", str(tmp_path / "out"))
+    assert proc.returncode == 0, proc.stderr
+    assert "int8_mask' is ignored" in proc.stderr and "it is base_model" in proc.stderr
+
+
+def test_cli_flags_cannot_be_mixed_with_a_config(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("merge_method: linear\nmodels: [a, b]\n")
+    proc = cli(str(path), "--weights", "0.5", "0.5", "--output", str(tmp_path / "out"))
+    assert proc.returncode == 2 and "--weights cannot be combined with a config file" in proc.stderr
+
+
+def test_whole_tensor_method_refusal_messages_for_cli(tmp_path):
+    a, b = model(tmp_path / "a", w=[1, 2]), model(tmp_path / "b", w=[2, 1])
+    with pytest.raises(MergeError, match=r"--param: parameter 't' is 2, outside \[0, 1\]"):
+        build_plan([b], method="slerp", base=a, params={"t": 2})
+    with pytest.raises(MergeError, match="--scale is task arithmetic's lambda; slerp has no lambda"):
+        build_plan([b], method="slerp", base=a, params={"t": 0.5}, scale=2.0)
+    with pytest.raises(MergeError, match=r"--method slerp takes no --weights"):
+        build_plan([b], method="slerp", base=a, params={"t": 0.5}, weights=[1.0])
