@@ -1,7 +1,10 @@
 """Atomic file and folder outputs shared by converters, merge_tool, eval and demo.
 
 Why: a crash or a refusal must never leave a half-written file or folder at
-the user's path. Everything is written to a temporary sibling and renamed.
+the user's path. Everything is written to a temporary sibling and renamed;
+SIGTERM and SIGHUP are turned into an exception (`exit_on_signals`) so the
+temporary sibling is removed then too. A command that reads one path and
+writes another must never be handed the same file twice (`ensure_distinct_paths`).
 """
 
 from __future__ import annotations
@@ -9,14 +12,84 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import signal
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import IO
 
 
 class OutputExistsError(FileExistsError):
     """Raised instead of overwriting a user's file or folder without --force."""
+
+
+class SamePathError(ValueError):
+    """Two paths of one command (two outputs, or an input and an output) name the same file."""
+
+
+class Interrupted(SystemExit):
+    """SIGTERM/SIGHUP as an exception: `with` blocks unwind (temporary files go), exit code 128 + signal."""
+
+    def __init__(self, signum: int):
+        super().__init__(128 + signum)
+        self.signum = signum
+
+    def __str__(self) -> str:
+        return f"interrupted by {signal.Signals(self.signum).name}"
+
+
+def _same_file(a: str, b: str) -> bool:
+    if a == b:
+        return True
+    try:
+        return os.path.samefile(a, b)  # hard links, bind mounts
+    except (OSError, ValueError):
+        return False
+
+
+def ensure_distinct_paths(paths: Mapping[str, str | os.PathLike | Iterable | None]) -> None:
+    """Refuse when two of the named paths are one file (after resolving links), before any work.
+
+    `paths` maps a flag (e.g. "--output") to a path, None (unused) or a list of paths
+    (e.g. several --input files); --force never lifts this refusal. The message names both flags.
+    """
+    named: list[tuple[str, str]] = []
+    for flag, value in paths.items():
+        if value is None:
+            continue
+        values = [value] if isinstance(value, (str, os.PathLike)) else list(value)
+        for v in values:
+            try:
+                named.append((flag, os.path.realpath(os.fspath(v))))
+            except (ValueError, OSError) as err:  # a NUL byte in the name
+                raise SamePathError(f"{flag} {v!r} is not a usable path: {err}") from None
+    for i, (flag_a, a) in enumerate(named):
+        for flag_b, b in named[i + 1 :]:
+            if _same_file(a, b):
+                what = f"{flag_a} is given twice" if flag_a == flag_b else f"{flag_a} and {flag_b} are"
+                raise SamePathError(
+                    f"{what} the same file ({a}); a command never writes over a path it reads or "
+                    "writes elsewhere, even with --force"
+                )
+
+
+def _signal_to_exception(signum, frame) -> None:
+    # A second signal while unwinding terminates the default way (so a stuck cleanup can be killed).
+    signal.signal(signum, signal.SIG_DFL)
+    raise Interrupted(signum)
+
+
+def exit_on_signals(signums: Iterable[int] = (signal.SIGTERM, signal.SIGHUP)) -> None:
+    """Make SIGTERM/SIGHUP raise `Interrupted` in the main thread (SIGINT already raises KeyboardInterrupt).
+
+    Called by every command line entry point: an exception unwinds atomic_file/atomic_dir,
+    which remove their temporary siblings, where the default action would kill the process
+    and leave `.NAME.XXXX.tmp` files behind.
+    """
+    for signum in signums:
+        with contextlib.suppress(ValueError, OSError):  # not the main thread, or no such signal here
+            if signal.getsignal(signum) in (signal.SIG_DFL, None):
+                signal.signal(signum, _signal_to_exception)
 
 
 def refuse_existing(path: str | os.PathLike, force: bool, what: str = "output") -> None:
@@ -32,12 +105,12 @@ def atomic_file(path: str | os.PathLike, mode: str = "w", encoding: str | None =
     """Open a temporary sibling of `path`; rename it over `path` only on success."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
     if "b" in mode:
         encoding = None
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with open(tmp, mode, encoding=encoding) as handle:
+        with open(fd, mode, encoding=encoding) as handle:
+            os.fchmod(fd, 0o666 & ~_current_umask())  # mkstemp makes it 0600; this is an ordinary file
             yield handle
             handle.flush()
             os.fsync(handle.fileno())
@@ -54,7 +127,12 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
 
 
 def _current_umask() -> int:
-    mask = os.umask(0)
+    """The process umask, read from /proc where possible (os.umask's set-and-restore races with threads)."""
+    with contextlib.suppress(OSError, ValueError), open("/proc/self/status", encoding="ascii") as status:
+        for line in status:
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    mask = os.umask(0o022)
     os.umask(mask)
     return mask
 

@@ -11,31 +11,28 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 from tqdm import tqdm
 
-from atomicio import atomic_write_text, refuse_existing
+from atomicio import atomic_write_text, ensure_distinct_paths, refuse_existing
 
 from .images import ImageChecker
 from .records import Rejected, check_record
 from .report import ConversionReport, RejectRateExceeded
-from .streaming import RecordWriter
+from .streaming import RecordWriter, SourceReject
+
+__all__ = ["SourceReject", "convert", "convert_file", "write_report"]
+
+log = logging.getLogger(__name__)
 
 IMAGE_BATCH = 256  # records per image-check batch
 MAX_PENDING = 4  # batches in flight while the next ones are read
-
-
-class SourceReject(NamedTuple):
-    """A record the source layer could not even turn into ShareGPT (yielded instead of a dict)."""
-
-    id: Any
-    reason: str
-    detail: str
 
 
 def _ready(ticket) -> bool:
@@ -49,12 +46,20 @@ class _Run:
         self.report, self.out, self.rej, self.checker = report, out, rej, checker
         self.check_kwargs = check_kwargs
         self.dumps = json.JSONEncoder(ensure_ascii=False).encode
+        self.dumps_ascii = json.JSONEncoder().encode
         self.pending: deque = deque()  # (batch, ticket) whose images are being checked, oldest first
         self.batch: list = []
 
     def reject(self, index: int, rid: Any, reason: str, detail: str) -> None:
         self.report.reasons[reason] += 1
-        self.rej.write_line(self.dumps({"index": index, "id": rid, "reason": reason, "detail": detail}))
+        entry = {"index": index, "id": rid, "reason": reason, "detail": detail}
+        line = self.dumps(entry)
+        if not line.isascii():
+            try:
+                line.encode("utf-8")
+            except UnicodeEncodeError:  # a lone surrogate in the id or detail: escape it, keep the entry
+                line = self.dumps_ascii(entry)
+        self.rej.write_line(line)
 
     def keep(self, clean: dict, fixed: bool) -> None:
         self.out.write_line(self.dumps(clean))
@@ -138,11 +143,9 @@ def convert(
     """
     output, rejects = Path(output), Path(rejects)
     inputs = [Path(p) for p in inputs]
-    if output.resolve() == rejects.resolve():
-        raise ValueError(f"--output and --rejects are the same file: {output}")
-    for path in inputs:
-        if path.resolve() in (output.resolve(), rejects.resolve()):
-            raise ValueError(f"output {path} is also an input")
+    ensure_distinct_paths(
+        {"--input": inputs, "--output": output, "--rejects": rejects, "--image-cache": image_cache}
+    )
     refuse_existing(output, force)
     refuse_existing(rejects, force)
     report = ConversionReport(
@@ -159,12 +162,18 @@ def convert(
                 out = stack.enter_context(RecordWriter(output, force=True))
                 checker = None
                 if check_images:
-                    checker = stack.enter_context(ImageChecker(workers=workers, cache_path=image_cache))
+                    checker = stack.enter_context(
+                        ImageChecker(workers=workers, cache_path=image_cache, force=force)
+                    )
                 run = _Run(report, out, rej, checker, check_kwargs)
                 for index, raw in enumerate(records):
                     run.add(index, raw)
                 run.drain()
                 report.seconds = time.perf_counter() - start
+                if report.total == 0:
+                    note = f"warning: no records read from {', '.join(map(str, inputs)) or 'the input'}"
+                    log.warning("%s: %s", name, note)
+                    report.notes.append(note)
                 if report.reject_rate > max_reject_rate:
                     # Leaving the stack with an exception discards the temporary output.
                     raise RejectRateExceeded(report, max_reject_rate)

@@ -22,9 +22,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from grounding import box_tokens
+
 from .convert import SourceReject, convert_file
-from .records import REF_END, REF_START
-from .refcoco import box_text, to_qwen_box
+from .records import REF_END, REF_START, Rejected, make_resolver
+from .refcoco import to_qwen_box
 from .report import ConversionReport
 from .streaming import iter_json_records
 
@@ -46,22 +48,33 @@ def _answer(text: str, boxes: list, box_inds: list, width: float, height: float)
     for ind in box_inds:
         if not isinstance(ind, int) or not 0 <= ind < len(boxes):
             raise ValueError(f"box index {ind!r} out of range for {len(boxes)} boxes")
-        text = text.replace(GROUND_BOX, box_text(to_qwen_box(boxes[ind], width, height)), 1)
+        text = text.replace(GROUND_BOX, box_tokens(to_qwen_box(boxes[ind], width, height)), 1)
     text = re.sub(r"<\|object_ref_end\|>\s+<\|box_start\|>", "<|object_ref_end|><|box_start|>", text)
     return re.sub(r"<\|box_end\|>\s+<\|box_start\|>", "<|box_end|><|box_start|>", text)
 
 
 def iter_groma(path: Path, image_root: Path, progress=None) -> Iterator[Any]:
-    image_root = Path(os.path.abspath(image_root))
-    for index, raw in enumerate(iter_json_records(path, progress=progress)):
+    resolve = make_resolver(image_root)
+    for index, raw in enumerate(iter_json_records(path, progress=progress, skip_bad=True)):
+        if isinstance(raw, SourceReject):
+            yield raw
+            continue
         rid = raw.get("id", f"groma-{index}") if isinstance(raw, dict) else f"groma-{index}"
+        if not isinstance(rid, (str, int)) or isinstance(rid, bool):
+            rid = f"groma-{index}"
         try:
             if not isinstance(raw, dict):
                 raise TypeError(f"record is a {type(raw).__name__}")
             boxes, turns = raw.get("boxes") or [], raw.get("conversation")
             width, height = raw["width"], raw["height"]
+            if not isinstance(boxes, list):
+                raise TypeError("'boxes' is not a list")
             if not isinstance(turns, list):
                 raise TypeError("'conversation' is not a list")
+            file_name = raw.get("file_name")
+            if file_name is not None and (not isinstance(file_name, str) or not file_name):
+                raise TypeError(f"'file_name' {file_name!r:.60} is not a non-empty string")
+            images = [resolve(file_name)] if file_name else []
             conversations = []
             for i, turn in enumerate(turns):
                 role = turn.get("from") or ("human" if i % 2 == 0 else "gpt")
@@ -77,16 +90,19 @@ def iter_groma(path: Path, image_root: Path, progress=None) -> Iterator[Any]:
                     if leftover:
                         raise _GromaTokenLeft(f"turn {i} keeps Groma token {leftover.group(0)!r}")
                 conversations.append({"from": role, "value": value})
+        except Rejected as err:
+            yield SourceReject(rid, err.reason, f"record {index}: {err.detail}")
+            continue
         except (KeyError, TypeError, AttributeError, _GromaTokenLeft) as err:
             yield SourceReject(rid, "bad_record", f"record {index}: {type(err).__name__}: {err}")
             continue
-        except (ValueError, ZeroDivisionError) as err:
+        except (ValueError, ArithmeticError) as err:  # ZeroDivisionError, OverflowError (1e308 * 1000)
             yield SourceReject(rid, "bad_box", f"record {index}: {err}")
             continue
         yield {
             "id": str(rid),
             "type": "groma_instruct",
-            "images": [str(image_root / raw["file_name"])] if raw.get("file_name") else [],
+            "images": images,
             "conversations": conversations,
         }
 

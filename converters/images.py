@@ -4,7 +4,8 @@ Why: LLaMA-Factory opens images lazily during training, so one truncated JPEG
 among millions stops a multi-day run. Decoding them all up front is the
 slowest part of data preparation, so it runs in worker processes, skips files
 already checked in this run, and remembers good files (by size and mtime) in
-an append-only cache so an interrupted run resumes where it stopped.
+an append-only cache so an interrupted run resumes where it stopped. The cache starts with a header
+line (CACHE_HEADER) so a file that is not one is never appended to without --force.
 JPEGs are decoded with libjpeg's 1/8 DCT scaling: every compressed byte is
 still read (truncation and corrupt streams still fail) at a fraction of the cost.
 """
@@ -20,6 +21,10 @@ from pathlib import Path
 
 from PIL import Image
 
+from atomicio import OutputExistsError
+
+CACHE_HEADER = "# migician image-check cache v1: size<TAB>mtime_ns<TAB>path of each image that decoded\n"
+
 Result = tuple[str, str | None, str, int, int]  # path, reason or None, detail, size, mtime_ns
 
 
@@ -29,6 +34,8 @@ def check_image(path: str, known: tuple[int, int] | None = None) -> Result:
         st = os.stat(path)
     except OSError as err:
         return path, "missing_image", f"{path}: {err.strerror or err}", 0, 0
+    except ValueError as err:  # a NUL byte or a lone surrogate: no file can have that name
+        return path, "missing_image", f"{path!r}: not a usable file name ({err})", 0, 0
     if not stat.S_ISREG(st.st_mode):
         return path, "missing_image", f"{path}: not a regular file", 0, 0
     if known is not None and known == (st.st_size, st.st_mtime_ns):
@@ -47,10 +54,25 @@ def _check_many(items: list[tuple[str, tuple[int, int] | None]]) -> list[Result]
     return [check_image(path, known) for path, known in items]
 
 
+def is_image_cache(path: Path) -> bool:
+    """True for a cache this module wrote: the header line, or (older caches) a first `size\tmtime\tpath` line."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as handle:
+            first = handle.readline(4096)
+    except OSError:
+        return False
+    if first == CACHE_HEADER:
+        return True
+    parts = first.rstrip("\n").split("\t", 2)
+    return len(parts) == 3 and parts[0].isdigit() and parts[1].isdigit() and first.endswith("\n")
+
+
 class ImageChecker:
     """Check image paths asynchronously in `workers` processes (0: in this process)."""
 
-    def __init__(self, workers: int | None = None, cache_path: str | os.PathLike | None = None):
+    def __init__(
+        self, workers: int | None = None, cache_path: str | os.PathLike | None = None, force: bool = False
+    ):
         self.workers = (os.cpu_count() or 1) if workers is None else workers
         self._pool = multiprocessing.get_context("spawn").Pool(self.workers) if self.workers > 0 else None
         self._good: set[int] = set()
@@ -64,13 +86,25 @@ class ImageChecker:
         self.busy_seconds = 0.0
         if cache_path is not None:
             cache_path = Path(cache_path)
-            if cache_path.exists():
+            fresh = not cache_path.exists() or cache_path.stat().st_size == 0
+            if not fresh and not is_image_cache(cache_path):
+                if not force:
+                    raise OutputExistsError(
+                        f"--image-cache {cache_path} exists and is not an image-check cache; "
+                        "pass --force to replace it"
+                    )
+                fresh = True  # --force: start a new cache in its place
+            elif not fresh:
                 self._load_cache(cache_path)
             cache_path.parent.mkdir(parents=True, exist_ok=True)
             # Kept open for the checker's lifetime (closed in close()), appended after each batch.
-            self._cache_handle = open(cache_path, "a", encoding="utf-8")  # noqa: SIM115
+            self._cache_handle = open(cache_path, "w" if fresh else "a", encoding="utf-8")  # noqa: SIM115
+            if fresh:
+                self._cache_handle.write(CACHE_HEADER)
+                self._cache_handle.flush()
 
     def _load_cache(self, path: Path) -> None:
+        """Known-good (size, mtime) by path hash; torn or foreign lines are ignored."""
         with open(path, encoding="utf-8", errors="replace") as handle:
             for line in handle:
                 parts = line.rstrip("\n").split("\t", 2)
@@ -110,7 +144,8 @@ class ImageChecker:
                     self.from_cache += 1
                 else:
                     self.decoded += 1
-                    new_lines.append(f"{size}\t{mtime}\t{path}\n")
+                    if "\n" not in path:  # a name with a newline would forge a cache line
+                        new_lines.append(f"{size}\t{mtime}\t{path}\n")
             else:
                 self.decoded += reason == "undecodable_image"
                 self._bad[path] = (reason, detail)

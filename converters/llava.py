@@ -19,7 +19,7 @@ from typing import Any
 from tqdm import tqdm
 
 from .convert import SourceReject, convert, convert_file
-from .records import make_resolver
+from .records import Rejected, make_resolver
 from .report import ConversionReport
 from .streaming import iter_json_records
 
@@ -56,9 +56,13 @@ def write_once(path: Path, data: bytes) -> bool:
         pass
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as handle:
-        handle.write(data)
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as handle:
+            handle.write(data)
+        os.replace(tmp, path)
+    except BaseException:  # also SIGTERM (atomicio.exit_on_signals): no temporary file stays behind
+        tmp.unlink(missing_ok=True)
+        raise
     return True
 
 
@@ -74,19 +78,43 @@ def _image_list(value: Any) -> Any:
 def iter_llava_json(path: Path, image_root: Path, default_type: str, progress=None) -> Iterator[Any]:
     """Records of a LLaVA-style JSON/JSONL file; `image` paths are relative to `image_root`."""
     resolve = make_resolver(image_root)
-    for raw in iter_json_records(path, progress=progress):
+    for raw in iter_json_records(path, progress=progress, skip_bad=True):
         if not isinstance(raw, dict):
-            yield raw  # the checks reject it with its type
+            yield raw  # a SourceReject, or a value the checks reject with its type
             continue
         images = _image_list(raw.get("image", raw.get("images")))
         if isinstance(images, list) and all(isinstance(p, str) and p for p in images):
-            images = [resolve(p) for p in images]
+            try:
+                images = [resolve(p) for p in images]
+            except Rejected as err:
+                yield SourceReject(raw.get("id"), err.reason, f"{path}: {err.detail}")
+                continue
         yield {
             "id": raw.get("id"),
             "type": raw.get("data_source") or default_type,
             "images": images,
             "conversations": raw.get("conversations"),
         }
+
+
+def _parquet_rows(parquet, path: Path, columns: list[str], batch_rows: int) -> Iterator[tuple[Any, int]]:
+    """(row dict, row number) of every row group; the rows of a group that cannot be read
+    (a corrupt page) come as SourceRejects naming file, group and rows, and the next group is read."""
+    row = 0
+    for group in range(parquet.metadata.num_row_groups):
+        n_rows = parquet.metadata.row_group(group).num_rows
+        done = 0
+        try:
+            for batch in parquet.iter_batches(batch_size=batch_rows, row_groups=[group], columns=columns):
+                items = batch.to_pylist()
+                for item in items:
+                    yield item, row + done
+                    done += 1
+        except Exception as err:  # noqa: BLE001 - pyarrow raises OSError, ArrowInvalid, ... for bad pages
+            detail = f"{path} row group {group}: unreadable ({type(err).__name__}: {str(err)[:200]})"
+            for lost in range(done, n_rows):
+                yield SourceReject(None, "bad_record", f"{detail}; row {row + lost} lost"), row + lost
+        row += n_rows
 
 
 class ParquetImages:
@@ -113,33 +141,38 @@ def iter_llava_parquet(
         raise ValueError(f"{path}: parquet file lacks column(s) {sorted(missing)}; found {sorted(names)}")
     columns = [c for c in ("id", "image", "conversations", "data_source") if c in names]
     folder = Path(os.path.abspath(image_dir)) / _UNSAFE.sub("_", subset) / _UNSAFE.sub("_", path.stem)
-    row = -1
-    for batch in parquet.iter_batches(batch_size=batch_rows, columns=columns):
-        for item in batch.to_pylist():
-            row += 1
-            image = item.get("image")
-            images: list[str] = []
-            if isinstance(image, dict) and image.get("bytes"):
-                data = image["bytes"]
-                target = folder / f"{row:08d}.{image_extension(data, image.get('path'))}"
-                if write_once(target, data):
-                    stats.written += 1
-                else:
-                    stats.present += 1
-                images = [str(target)]
-            elif isinstance(image, dict) and image.get("path"):
-                images = [str(Path(os.path.abspath(path.parent)) / image["path"])]
-            elif image not in (None, {}) and not isinstance(image, dict):
-                yield SourceReject(
-                    item.get("id"), "bad_record", f"{path} row {row}: image is a {type(image).__name__}"
-                )
+    resolve = make_resolver(path.parent)
+    for item, row in _parquet_rows(parquet, path, columns, batch_rows):
+        if isinstance(item, SourceReject):
+            yield item
+            continue
+        image = item.get("image")
+        images: list[str] = []
+        if isinstance(image, dict) and image.get("bytes"):
+            data = image["bytes"]
+            target = folder / f"{row:08d}.{image_extension(data, image.get('path'))}"
+            if write_once(target, data):
+                stats.written += 1
+            else:
+                stats.present += 1
+            images = [str(target)]
+        elif isinstance(image, dict) and image.get("path"):
+            try:
+                images = [resolve(image["path"])]
+            except Rejected as err:
+                yield SourceReject(item.get("id"), err.reason, f"{path} row {row}: {err.detail}")
                 continue
-            yield {
-                "id": item.get("id"),
-                "type": item.get("data_source") or subset,
-                "images": images,
-                "conversations": item.get("conversations"),
-            }
+        elif image not in (None, {}) and not isinstance(image, dict):
+            yield SourceReject(
+                item.get("id"), "bad_record", f"{path} row {row}: image is a {type(image).__name__}"
+            )
+            continue
+        yield {
+            "id": item.get("id"),
+            "type": item.get("data_source") or subset,
+            "images": images,
+            "conversations": item.get("conversations"),
+        }
 
 
 def _json_inputs(root: Path) -> list[Path]:

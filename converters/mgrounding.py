@@ -42,7 +42,7 @@ def convert_mgrounding(
     return convert_file(
         input_path,
         "MGrounding input",
-        lambda path, progress: iter_json_records(path, progress=progress),
+        lambda path, progress: iter_json_records(path, progress=progress, skip_bad=True),
         output,
         rejects,
         name=name or input_path.stem,

@@ -14,14 +14,24 @@ import re
 from collections.abc import Callable
 from typing import Any
 
+from grounding import (
+    BOX_END,
+    BOX_SPAN_RE,
+    BOX_START,
+    BOX_TOKENS_RE,
+    FORMAT_TEMPLATE_RE,
+    PAIR_RE,
+    REF_END,
+    REF_START,
+    on_grid,
+)
+
 IMAGE = "<image>"
 USER, ASSISTANT = "human", "gpt"
-BOX_START, BOX_END = "<|box_start|>", "<|box_end|>"
-REF_START, REF_END = "<|object_ref_start|>", "<|object_ref_end|>"
 
 # Reason codes, in the order the checks run. Image checks run last (see images.py).
 REASONS = {
-    "bad_record": "not an object, no id, or a field of the wrong type",
+    "bad_record": "not an object or undecodable, no id, a field of the wrong type, or text that is not Unicode",
     "empty_conversation": "no conversation turns",
     "unknown_role": "a turn whose role is neither 'human' nor 'gpt'",
     "first_turn_not_human": "the first turn is not from 'human'",
@@ -32,16 +42,13 @@ REASONS = {
     "placeholder_mismatch": "number of <image> placeholders differs from the number of images",
     "bad_box": "a box that is not <|box_start|>(x1,y1),(x2,y2)<|box_end|> with 0<=x1<x2<=1000, 0<=y1<y2<=1000",
     "bad_ref": "unbalanced or nested <|object_ref_start|>/<|object_ref_end|>",
+    "image_outside_root": "an absolute or '..' image path that leaves the image root",
     "missing_image": "an image file that does not exist",
     "undecodable_image": "an image file that cannot be decoded",
 }
 
-_BOX_SPAN = re.compile(r"<\|box_start\|>(.*?)<\|box_end\|>", re.DOTALL)
-# The answer-format instruction MIG-Bench appends to questions (the paper script's
-# spelling ends in <|box_start|>, later releases in <|box_end|>): a template with
-# placeholder names, not a box, so it is taken out before the boxes are checked.
-_FORMAT_TEMPLATE = re.compile(r"<\|box_start\|>\(x1,\s*y1\),\s*\(x2,\s*y2\)<\|box_(?:start|end)\|>")
-_BOX_BODY = re.compile(r"\s*\(\s*(\d{1,4})\s*,\s*(\d{1,4})\s*\)\s*,\s*\(\s*(\d{1,4})\s*,\s*(\d{1,4})\s*\)\s*")
+# The answer-format instruction MIG-Bench appends to questions is a template with placeholder
+# names, not a box, so it is taken out (FORMAT_TEMPLATE_RE) before the boxes are checked.
 
 
 class Rejected(Exception):
@@ -55,19 +62,19 @@ class Rejected(Exception):
 
 def check_boxes(text: str) -> str | None:
     """Return why the text's box tokens are malformed, or None when they are all fine."""
-    text = _FORMAT_TEMPLATE.sub("", text)
+    text = FORMAT_TEMPLATE_RE.sub("", text)
     if text.count(BOX_START) != text.count(BOX_END):
         return "unbalanced <|box_start|>/<|box_end|>"
-    for match in _BOX_SPAN.finditer(text):
+    for match in BOX_SPAN_RE.finditer(text):
         body = match.group(1)
-        parsed = _BOX_BODY.fullmatch(body)
+        parsed = PAIR_RE.fullmatch(body.strip())
         if parsed is None:
             return f"box {body[:60]!r} is not two points (x1,y1),(x2,y2)"
         x1, y1, x2, y2 = (int(v) for v in parsed.groups())
-        if not (0 <= x1 < x2 <= 1000 and 0 <= y1 < y2 <= 1000):
+        if not on_grid((x1, y1, x2, y2)):
             return f"box ({x1},{y1}),({x2},{y2}) is outside 0-1000 or has x1>=x2 / y1>=y2"
     # A box_end before its box_start leaves the counts equal but the spans wrong.
-    if len(_BOX_SPAN.findall(text)) != text.count(BOX_START):
+    if len(BOX_SPAN_RE.findall(text)) != text.count(BOX_START):
         return "misordered <|box_start|>/<|box_end|>"
     return None
 
@@ -84,44 +91,71 @@ def check_refs(text: str) -> str | None:
 def make_resolver(image_root: str | os.PathLike) -> Callable[[str], str]:
     """Map a dataset-relative image path (e.g. './MGrounding-630k/x.jpg') to an absolute one.
 
-    Absolute paths are what LLaMA-Factory resolves from any dataset_dir/media_dir.
+    Absolute paths are what LLaMA-Factory resolves from any dataset_dir/media_dir. A path
+    that is absolute or climbs out of `image_root` with '..' raises Rejected
+    (image_outside_root): a dataset must not point training at arbitrary files.
     """
     prefix = os.path.abspath(image_root).rstrip("/") + "/"
     normpath = os.path.normpath
+
+    def outside(path: str) -> Rejected:
+        return Rejected("image_outside_root", f"image path {path[:200]!r} leaves the image root {prefix}")
 
     def resolve(path: str) -> str:
         if path.startswith("./"):
             path = path[2:]
         if path.startswith("/"):
-            full = path
-        else:
-            full = prefix + path
-            if not path.startswith("."):
-                if "/." in path or "//" in path:
-                    return normpath(full)
-                return full
-        return normpath(full)
+            raise outside(path)
+        full = prefix + path
+        if not path.startswith(".") and "/." not in path and "//" not in path:
+            return full
+        full = normpath(full)
+        if not full.startswith(prefix):
+            raise outside(path)
+        return full
 
     return resolve
+
+
+def _unicode_problem(text: str) -> str | None:
+    """Why `text` cannot be written as UTF-8 (a lone surrogate from an escaped '\\ud800'), or None."""
+    if text.isascii():
+        return None
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as err:
+        return (
+            f"holds {text[err.start]!r} at position {err.start}, a lone surrogate that is not valid Unicode"
+        )
+    return None
+
+
+def _check_text_fields(rid: str, rtype: str, texts: list[str], images: list[str]) -> None:
+    """Reject text that cannot be written out (lone surrogates) and image paths with a NUL byte."""
+    for j, path in enumerate(images):
+        if "\x00" in path:
+            raise Rejected("bad_record", f"image {j} path contains a NUL byte")
+        problem = _unicode_problem(path)
+        if problem:
+            raise Rejected("bad_record", f"image {j} path {problem}")
+    for what, text in (("id", rid), ("type", rtype), *((f"turn {i} text", t) for i, t in enumerate(texts))):
+        problem = _unicode_problem(text)
+        if problem:
+            raise Rejected("bad_record", f"{what} {problem}")
 
 
 def _identity(path: str) -> str:
     return path
 
 
-_VALID_BOX = re.compile(
-    r"<\|box_start\|>\s*\(\s*(\d{1,4})\s*,\s*(\d{1,4})\s*\)\s*,\s*\(\s*(\d{1,4})\s*,\s*(\d{1,4})\s*\)\s*<\|box_end\|>"
-)
-
-
 def _boxes_ok(text: str) -> bool:
     """Fast check: every box token pair in `text` holds one valid box."""
     if "(x1," in text:
-        text = _FORMAT_TEMPLATE.sub("", text)
-    found = _VALID_BOX.findall(text)
+        text = FORMAT_TEMPLATE_RE.sub("", text)
+    found = BOX_TOKENS_RE.findall(text)
     if len(found) != text.count(BOX_START) or len(found) != text.count(BOX_END):
         return False
-    return all(int(x1) < int(x2) <= 1000 and int(y1) < int(y2) <= 1000 for x1, y1, x2, y2 in found)
+    return all(on_grid((int(x1), int(y1), int(x2), int(y2))) for x1, y1, x2, y2 in found)
 
 
 def _refs_ok(text: str) -> bool:
@@ -219,6 +253,7 @@ def check_record(
     for j, path in enumerate(images):
         if path.__class__ is not str or not path:
             raise Rejected("bad_record", f"image {j} is not a non-empty path string")
+    _check_text_fields(rid, rtype, texts, images)
 
     joined = "\x00".join(texts)  # no valid box or placeholder can span the separator
     placeholders = joined.count(IMAGE)

@@ -16,16 +16,64 @@ import re
 from array import array
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from atomicio import atomic_file, refuse_existing
 
 _WS = re.compile(r"[ \t\n\r]*")
+_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+_STRUCTURE = re.compile(r'[\[\]{}"]')
+_SCALAR = re.compile(r"[^,\]}\s]*")
 CHUNK_CHARS = 1 << 20
 
 
 class InvalidJSONError(ValueError):
     """The input file is not a JSON array / JSON lines file; names file, line and column."""
+
+
+class SourceReject(NamedTuple):
+    """A record the source layer could not even turn into ShareGPT (yielded instead of a dict)."""
+
+    id: Any
+    reason: str
+    detail: str
+
+
+def _value_end(buf: str, pos: int) -> int | None:
+    """End of the JSON value starting at buf[pos], found without decoding it; None if buf ends first.
+
+    Why: a value the decoder refuses (nested deeper than the recursion limit, an integer
+    longer than Python's digit limit) must be stepped over so the records after it are read.
+    Iterative, so any depth costs only time linear in its length.
+    """
+    ch = buf[pos]
+    if ch == '"':
+        match = _STRING.match(buf, pos)
+        return match.end() if match else None
+    if ch not in "[{":
+        end = _SCALAR.match(buf, pos).end()
+        return end if end < len(buf) else None
+    depth, i = 0, pos
+    while True:
+        match = _STRUCTURE.search(buf, i)
+        if match is None:
+            return None
+        if match.group() == '"':
+            string = _STRING.match(buf, match.start())
+            if string is None:
+                return None
+            i = string.end()
+            continue
+        depth += 1 if match.group() in "[{" else -1
+        i = match.end()
+        if depth == 0:
+            return i
+
+
+def _undecodable(err: BaseException) -> str:
+    if isinstance(err, RecursionError):
+        return "nested too deeply to decode"
+    return str(err).split("; use sys.set_int_max_str_digits")[0]
 
 
 def _position(consumed_lines: int, buf: str, pos: int, line_start_col: int) -> tuple[int, int]:
@@ -37,13 +85,21 @@ def _position(consumed_lines: int, buf: str, pos: int, line_start_col: int) -> t
 
 
 def iter_json_records(
-    path: str | os.PathLike, progress: Callable[[int], Any] | None = None, chunk_chars: int = CHUNK_CHARS
+    path: str | os.PathLike,
+    progress: Callable[[int], Any] | None = None,
+    chunk_chars: int = CHUNK_CHARS,
+    skip_bad: bool = False,
 ) -> Iterator[Any]:
     """Yield the elements of a top-level JSON array, or the values of a JSON-lines file, one by one.
 
     `progress(n)` is called with the number of characters consumed since the last call
     (close to bytes for ASCII-heavy JSON), for a tqdm bar over the file size.
-    Raises InvalidJSONError (file, line, column, reason) on malformed input.
+    Raises InvalidJSONError (file, line, column, reason) on malformed input, and when a
+    `.json` file holds one value that is not an array (e.g. an object where a list of
+    records is expected). A well-formed element the decoder cannot hold (nested deeper than
+    the recursion limit, an integer of more than 4,300 digits) is an InvalidJSONError too,
+    unless `skip_bad`: then a SourceReject naming its line and column is yielded in its place
+    and reading goes on.
     """
     path = Path(path)
     decoder = json.JSONDecoder()
@@ -51,9 +107,9 @@ def iter_json_records(
     ws = _WS.match
     with open(path, encoding="utf-8-sig") as handle:
 
-        def read() -> str:
+        def read(n: int = chunk_chars) -> str:
             try:
-                return handle.read(chunk_chars)
+                return handle.read(n)
             except UnicodeDecodeError as err:
                 raise InvalidJSONError(f"{path}: not UTF-8 text ({err})") from None
 
@@ -67,7 +123,9 @@ def iter_json_records(
             line, col = _position(lines_before, buf, at, col_offset)
             return InvalidJSONError(f"{path}: invalid JSON at line {line} column {col}: {reason}")
 
-        def refill(keep_from: int) -> int:
+        def refill(keep_from: int, grow: bool = False) -> int:
+            """Drop buf[:keep_from] and read on; `grow` (a value longer than the buffer) doubles the
+            read so that re-decoding one long value from its start stays linear overall."""
             nonlocal buf, eof, lines_before, col_offset
             dropped = buf[:keep_from]
             nl = dropped.count("\n")
@@ -76,8 +134,9 @@ def iter_json_records(
                 col_offset = len(dropped) - dropped.rfind("\n") - 1
             else:
                 col_offset += len(dropped)
-            more = read()
-            eof = len(more) < chunk_chars
+            n = max(chunk_chars, len(buf) - keep_from) if grow else chunk_chars
+            more = read(n)
+            eof = len(more) < n
             buf = buf[keep_from:] + more
             if progress is not None:
                 progress(len(more))
@@ -93,6 +152,9 @@ def iter_json_records(
         array_mode = buf[pos] == "["
         if array_mode:
             pos += 1
+        # A `.json` file that is not an array must hold JSON lines: one lone value is refused at the end.
+        hold_first = not array_mode and path.suffix.lower() == ".json"
+        held: list = []
         expect_value = True
         first = True
         while True:
@@ -101,6 +163,11 @@ def iter_json_records(
                 if eof:
                     if array_mode:
                         raise fail("unterminated array (missing ']')", pos)
+                    if held:
+                        raise InvalidJSONError(
+                            f"{path}: holds one JSON {_json_type(held[0])} where a list of records "
+                            "(a JSON array, or one object per line) is expected"
+                        )
                     return
                 pos = refill(pos)  # (refill first: it replaces buf)
                 pos = ws(buf, pos).end()
@@ -128,15 +195,38 @@ def iter_json_records(
                 cut = err.pos >= len(buf) - 8 or err.msg.startswith("Unterminated string")
                 if eof or not cut:
                     raise fail(err.msg, err.pos) from None
-                pos = refill(pos)
+                pos = refill(pos, grow=True)
                 continue
+            except (RecursionError, ValueError) as err:  # too deep, or an integer over the digit limit
+                end = _value_end(buf, pos)
+                if end is None:
+                    if eof:
+                        raise fail(f"unterminated value ({_undecodable(err)})", pos) from None
+                    pos = refill(pos, grow=True)
+                    continue
+                line, col = _position(lines_before, buf, pos, col_offset)
+                if not skip_bad:
+                    raise fail(f"record cannot be decoded: {_undecodable(err)}", pos) from None
+                value = SourceReject(
+                    None, "bad_record", f"{path} line {line} column {col}: {_undecodable(err)}"
+                )
             if end > len(buf) - 32 and not eof:  # a number ("-0.5" of "-0.5e3") may go on in the next chunk
                 pos = refill(pos)
                 continue
-            yield value
+            if held:
+                yield held.pop()
+            if hold_first and first and not isinstance(value, SourceReject):
+                held.append(value)
+            else:
+                yield value
             pos = end
             first = False
             expect_value = not array_mode
+
+
+def _json_type(value: Any) -> str:
+    names = {dict: "object", list: "array", str: "string", bool: "boolean", type(None): "null"}
+    return names.get(type(value), "number")
 
 
 class RecordWriter:
@@ -184,11 +274,13 @@ class RecordWriter:
         return bool(self._ctx.__exit__(exc_type, exc, tb))
 
 
-def index_record_lines(path: str | os.PathLike) -> tuple[array, array]:
+def index_record_lines(path: str | os.PathLike, bad: list | None = None) -> tuple[array, array]:
     """Byte offsets and lengths of each record in a file written by RecordWriter.
 
     Raises InvalidJSONError when the file is not one record per line (e.g. a
-    pretty-printed file that did not come from the converters).
+    pretty-printed file that did not come from the converters). With a `bad` list,
+    a line that is not one whole record is appended to it as (line number, reason)
+    and skipped instead, so the caller decides how many it tolerates.
     """
     path = Path(path)
     offsets, lengths = array("q"), array("q")
@@ -207,6 +299,10 @@ def index_record_lines(path: str | os.PathLike) -> tuple[array, array]:
                 pos += n
                 continue
             if not (line.startswith(b"{") and line.endswith(b"}")):
+                if bad is not None:
+                    bad.append((lineno, "not one whole JSON record on its line"))
+                    pos += n
+                    continue
                 raise InvalidJSONError(
                     f"{path}: line {lineno} is not one whole JSON record; "
                     "the mixture reads files written by the converters (one record per line)"

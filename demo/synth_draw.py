@@ -19,6 +19,8 @@ from random import Random
 
 from PIL import Image, ImageDraw
 
+from grounding import pixel_box_to_grid
+
 # Backgrounds sit near the image processor's normalisation mean (CLIP's 0.48, 0.46, 0.41), so plain
 # background patches normalise to ~0. Measured on near-white backgrounds (+1.8 after normalisation):
 # training grew the patch embedding along that constant input until every image token was nearly the
@@ -178,14 +180,8 @@ def crop_cell(image: Image.Image, cell: int, size: int) -> tuple[Image.Image, tu
 
 
 def to_grid(box: tuple[int, int, int, int], width: int, height: int) -> tuple[int, int, int, int]:
-    """Pixel box -> Qwen2-VL's 0-1000 relative integer grid (x1, y1, x2, y2)."""
-    left, top, right, bottom = box
-    return (
-        round(1000 * left / width),
-        round(1000 * top / height),
-        round(1000 * right / width),
-        round(1000 * bottom / height),
-    )
+    """Pixel box -> Qwen2-VL's 0-1000 relative integer grid (x1, y1, x2, y2), the project's one rule."""
+    return pixel_box_to_grid(box, width, height)
 
 
 def to_unit(box: tuple[int, int, int, int], width: int, height: int) -> list[float]:

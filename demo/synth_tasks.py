@@ -32,6 +32,7 @@ from demo.synth_draw import (
     render_single,
     to_grid,
 )
+from grounding import box_tokens, ref_tokens
 
 ORDINALS = ("first", "second", "third", "fourth", "fifth", "sixth")
 NUMBERS = ("Zero", "One", "Two", "Three", "Four", "Five", "Six")
@@ -40,12 +41,10 @@ COLOR_NAMES = tuple(COLORS)
 
 def box_text(box: tuple[int, int, int, int], image: Image.Image) -> str:
     """Qwen2-VL's box tokens on the 0-1000 grid, as MGrounding-630k writes them."""
-    x1, y1, x2, y2 = to_grid(box, *image.size)
-    return f"<|box_start|>({x1},{y1}),({x2},{y2})<|box_end|>"
+    return box_tokens(to_grid(box, *image.size))
 
 
-def ref(text: str) -> str:
-    return f"<|object_ref_start|>{text}<|object_ref_end|>"
+ref = ref_tokens
 
 
 @dataclass

@@ -8,12 +8,12 @@ other 4,294, so it is reported by index, skipped and later scored as a miss.
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from converters.streaming import InvalidJSONError, SourceReject, iter_json_records
 from eval import tasks
 
 ANSWER_SCALES = ("auto", "unit", "thousand")
@@ -73,8 +73,22 @@ def _is_number(v) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
+def _text_problem(text: str) -> str | None:
+    """Why a bench string cannot reach a model or a file: a NUL byte or a lone surrogate (None: fine)."""
+    if "\x00" in text:
+        return "holds a NUL byte"
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as err:
+            return f"holds {text[err.start]!r}, a lone surrogate that is not valid Unicode"
+    return None
+
+
 def _check_record(rec) -> str | None:
     """The first structural problem of one record, or None."""
+    if isinstance(rec, SourceReject):
+        return f"cannot be decoded: {rec.detail}"
     if not isinstance(rec, dict):
         return f"is a {type(rec).__name__}, not an object"
     task = rec.get("task")
@@ -94,6 +108,14 @@ def _check_record(rec) -> str | None:
         return "`additional_info` must be a string"
     if "need_format" in rec and not isinstance(rec["need_format"], bool):
         return "`need_format` must be true or false"
+    for j, image in enumerate(images):
+        problem = _text_problem(image)
+        if problem:
+            return f"image {j} path {problem}"
+    for key in ("question", "additional_info"):  # a NUL byte in text is harmless; a surrogate is not
+        problem = _text_problem(rec.get(key, "").replace("\x00", ""))
+        if problem:
+            return f"`{key}` {problem}"
     return None
 
 
@@ -126,13 +148,14 @@ def load_bench(
     if bad_tasks:
         raise BenchError(f"unknown task(s) {bad_tasks}; MIG-Bench tasks are {', '.join(tasks.TASK_NAMES)}")
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError) as exc:
+        # One instance at a time: one that cannot be decoded (a 5,000-digit number, nesting deeper
+        # than the recursion limit) becomes a problem of its own instead of failing the file.
+        data = list(iter_json_records(path, skip_bad=True))
+    except InvalidJSONError as exc:
+        what = "must hold a JSON list of instances" if "where a list" in str(exc) else "is not valid JSON"
+        raise BenchError(f"bench file {path} {what}: {exc}") from exc
+    except OSError as exc:
         raise BenchError(f"cannot read bench file {path}: {exc}") from exc
-    except json.JSONDecodeError as exc:
-        raise BenchError(f"bench file {path} is not valid JSON: {exc}") from exc
-    if not isinstance(data, list):
-        raise BenchError(f"bench file {path} must hold a JSON list of instances, found {type(data).__name__}")
     if not data:
         raise BenchError(f"bench file {path} holds no instances")
 

@@ -54,13 +54,18 @@ def read_jsonl(path: Path, repair: bool = False, line_numbers: bool = False) -> 
             with open(path, "r+b") as f:
                 f.truncate(cut)
     records = []
-    for lineno, line in enumerate(raw.decode("utf-8", errors="replace").splitlines(), start=1):
+    # Split on "\n" only: str.splitlines() would also cut at U+2028, U+0085, ... inside model text.
+    for lineno, line in enumerate(raw.decode("utf-8", errors="replace").split("\n"), start=1):
         if not line.strip():
             continue
         try:
             rec = json.loads(line)
         except json.JSONDecodeError as exc:
             problems.append(f"{path.name} line {lineno}: not JSON ({exc.msg})")
+            continue
+        except (ValueError, RecursionError) as exc:  # an integer over the digit limit, nesting too deep
+            why = "nested too deeply" if isinstance(exc, RecursionError) else str(exc).split(";")[0]
+            problems.append(f"{path.name} line {lineno}: not usable JSON ({why})")
             continue
         if not isinstance(rec, dict):
             problems.append(f"{path.name} line {lineno}: not a JSON object")
@@ -69,11 +74,22 @@ def read_jsonl(path: Path, repair: bool = False, line_numbers: bool = False) -> 
     return records, problems
 
 
+def _line(record: dict) -> str:
+    """One JSON line; text that UTF-8 cannot hold (a lone surrogate from model or bench text) is escaped."""
+    line = json.dumps(record, ensure_ascii=False)
+    if not line.isascii():
+        try:
+            line.encode("utf-8")
+        except UnicodeEncodeError:
+            line = json.dumps(record)
+    return line + "\n"
+
+
 def append_jsonl(path: Path, records: list[dict]) -> None:
     """Append records as lines, then flush and fsync so a crash cannot lose them."""
     if not records:
         return
-    data = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
+    data = "".join(_line(r) for r in records)
     with open(path, "a", encoding="utf-8") as f:
         f.write(data)
         f.flush()
@@ -100,10 +116,17 @@ class RunStore:
     def check(self) -> bool:
         """Refuse a foreign or different run (unless force); True when an earlier run will resume."""
         run_file = self.dir / RUN_FILE
+        if self.dir.exists() and not self.dir.is_dir():
+            raise OutputExistsError(f"--output-dir {self.dir} is a file, not a folder")
         if run_file.exists():
             try:
-                old = json.loads(run_file.read_text(encoding="utf-8")).get("protocol", {})
-            except (OSError, json.JSONDecodeError) as exc:
+                saved = json.loads(run_file.read_text(encoding="utf-8"))
+                if not isinstance(saved, dict) or not isinstance(saved.get("protocol", {}), dict):
+                    raise ValueError(f"it holds a JSON {type(saved).__name__}, not a run record")
+                old = saved.get("protocol", {})
+            except (OSError, ValueError, RecursionError) as exc:  # JSONDecodeError is a ValueError
+                if self.force:
+                    return False
                 raise RunMismatchError(
                     f"{run_file} is unreadable ({exc}); pass --force to start over"
                 ) from exc

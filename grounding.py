@@ -1,0 +1,147 @@
+"""Qwen2-VL's box grid, box tokens, object-reference tokens and the regexes that read them.
+
+Why one module: converters, the demo, eval and the RL rewards all write or read
+`<|box_start|>(x1,y1),(x2,y2)<|box_end|>` on the 0-1000 grid; two copies had
+already drifted into two rounding rules. The rule here is **round half up**
+(floor(v * 1000 / size + 0.5), clamped to 0..1000): it is deterministic and
+symmetric on both axes, so a box and its mirror image land on mirrored grid
+values, which Python's round() (half to even) does not guarantee.
+
+Model text is untrusted: every regex here bounds its numbers (at most 6 digits),
+so a 5,000-digit run cannot reach int() and no pattern backtracks badly.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+
+GRID = 1000
+BOX_START, BOX_END = "<|box_start|>", "<|box_end|>"
+REF_START, REF_END = "<|object_ref_start|>", "<|object_ref_end|>"
+BBOX_ID_START, BBOX_ID_END = "<bbox_id>", "</bbox_id>"
+ORDINALS = ("first", "second", "third", "fourth", "fifth", "sixth", "seventh", "eighth", "ninth", "tenth")
+
+_NUM = r"(\d{1,6})"
+# "(x1,y1),(x2,y2)" in integers, spaces allowed, with or without the box tokens around it.
+PAIR_RE = re.compile(rf"\(\s*{_NUM}\s*,\s*{_NUM}\s*\)\s*,\s*\(\s*{_NUM}\s*,\s*{_NUM}\s*\)")
+# A whole box token span whose body is exactly one integer pair (converters' strict check).
+BOX_TOKENS_RE = re.compile(rf"<\|box_start\|>\s*{PAIR_RE.pattern}\s*<\|box_end\|>")
+# Any box token span, whatever its body (to find malformed ones).
+BOX_SPAN_RE = re.compile(r"<\|box_start\|>(.*?)<\|box_end\|>", re.DOTALL)
+# The answer-format instruction MIG-Bench appends to questions (the paper script's spelling ends in
+# <|box_start|>, later releases in <|box_end|>): placeholder names, not a box.
+FORMAT_TEMPLATE_RE = re.compile(r"<\|box_start\|>\(x1,\s*y1\),\s*\(x2,\s*y2\)<\|box_(?:start|end)\|>")
+# MIRG-RL's object identifier "[N-M]" (image N, object M, 1-based), with or without <bbox_id> tags.
+OBJECT_ID_RE = re.compile(r"\[\s*(\d{1,3})\s*-\s*(\d{1,3})\s*\]")
+# "Image 2", "image-2", "Picture2" (any case).
+IMAGE_NAME_RE = re.compile(r"\b(?:image|picture)[ \-]?(\d{1,3})\b", re.IGNORECASE)
+
+
+def to_grid(value: float, size: float) -> int:
+    """One pixel coordinate -> the 0-1000 grid: round half up, clamped (the project's one rule)."""
+    if not size > 0 or not math.isfinite(value) or not math.isfinite(size):
+        raise ValueError(f"cannot put coordinate {value!r} of a side of {size!r} pixels on the grid")
+    return min(GRID, max(0, math.floor(value * GRID / size + 0.5)))
+
+
+def pixel_box_to_grid(box, width: float, height: float) -> tuple[int, int, int, int]:
+    """(x1, y1, x2, y2) in pixels of a width x height image -> the 0-1000 grid."""
+    x1, y1, x2, y2 = box
+    return (to_grid(x1, width), to_grid(y1, height), to_grid(x2, width), to_grid(y2, height))
+
+
+def on_grid(box) -> bool:
+    """True for integers with 0 <= x1 < x2 <= 1000 and 0 <= y1 < y2 <= 1000."""
+    x1, y1, x2, y2 = box
+    return 0 <= x1 < x2 <= GRID and 0 <= y1 < y2 <= GRID
+
+
+def box_tokens(box) -> str:
+    """`<|box_start|>(x1,y1),(x2,y2)<|box_end|>` for a grid box."""
+    x1, y1, x2, y2 = (int(v) for v in box)
+    return f"{BOX_START}({x1},{y1}),({x2},{y2}){BOX_END}"
+
+
+def ref_tokens(text: str) -> str:
+    return f"{REF_START}{text}{REF_END}"
+
+
+def object_id(image: int, index: int) -> str:
+    """MIRG-RL's `[N-M]` identifier (1-based image and object numbers)."""
+    return f"[{image}-{index}]"
+
+
+def first_pair(text: str) -> tuple[int, int, int, int] | None:
+    """The first `(x1,y1),(x2,y2)` integer pair in `text` (tokens around it optional), or None."""
+    match = PAIR_RE.search(text)
+    return tuple(int(v) for v in match.groups()) if match else None  # type: ignore[return-value]
+
+
+def first_image_index(text: str) -> int | None:
+    """The image a text names: the N of its first `[N-M]`, else of its first `Image N`/`Picture N`."""
+    match = OBJECT_ID_RE.search(text)
+    if match:
+        return int(match.group(1))
+    match = IMAGE_NAME_RE.search(text)
+    return int(match.group(1)) if match else None
+
+
+# ---------------------------------------------------------------- reasoning answers (RL rewards, eval --answer-format think)
+
+THINK_START, THINK_END = "<think>", "</think>"
+ANSWER_START, ANSWER_END = "<answer>", "</answer>"
+_REASONING_TAGS = (THINK_START, THINK_END, ANSWER_START, ANSWER_END)
+
+
+def answer_span(text) -> str | None:
+    """The text inside the first `<answer>...</answer>` (first opening tag to the next closing one), or None.
+
+    Why str.find and not a lazy regex: `<answer>(.*?)</answer>` rescans to the end of the text for every
+    unclosed tag, which is quadratic on hostile model text; this is one linear pass.
+    """
+    if not isinstance(text, str):
+        return None
+    start = text.find(ANSWER_START)
+    if start < 0:
+        return None
+    start += len(ANSWER_START)
+    end = text.find(ANSWER_END, start)
+    return text[start:end] if end >= 0 else None
+
+
+def think_then_answer(text) -> tuple[str, str] | None:
+    """(think body, answer body) when the whole text is one `<think>...</think>` then one
+    `<answer>...</answer>` (whitespace around them allowed, nothing else, no tag inside a body); else None.
+
+    Bodies may be blank: whether that is allowed is the caller's rule.
+    """
+    if not isinstance(text, str):
+        return None
+    body = text.strip()
+    if not (body.startswith(THINK_START) and body.endswith(ANSWER_END)):
+        return None
+    think_end = body.find(THINK_END)
+    if think_end < 0:
+        return None
+    think = body[len(THINK_START) : think_end]
+    rest = body[think_end + len(THINK_END) :].lstrip()
+    if not rest.startswith(ANSWER_START) or len(rest) < len(ANSWER_START) + len(ANSWER_END):
+        return None
+    answer = rest[len(ANSWER_START) : -len(ANSWER_END)]
+    if any(tag in think or tag in answer for tag in _REASONING_TAGS):
+        return None
+    return think, answer
+
+
+def mirg_well_formed(text, num_images: int) -> bool:
+    """MIRG-RL's format rule: one non-blank think then one non-blank answer and nothing else, the answer's
+    first box on the grid with x1 < x2 and y1 < y2, and an image index in the answer when there are
+    several images. Shared by the RL format reward and eval's `well_formed` (think answers)."""
+    parts = think_then_answer(text)
+    if parts is None or not parts[0].strip() or not parts[1].strip():
+        return False
+    box = first_pair(parts[1])
+    if box is None or not on_grid(box):
+        return False
+    return num_images <= 1 or first_image_index(parts[1]) is not None
