@@ -30,6 +30,15 @@ LR2 ?= 4.0e-6
 STAGE1_OUT ?= saves/stage1
 STAGE2_OUT ?= saves/stage2
 MERGED_OUT ?= saves/merged
+# The RL stage (MIRG-RL): trajectory SFT from BASE_MODEL (e.g. BASE_MODEL=saves/merged), then GRPO from it.
+TRAJ_OUT ?= saves/traj_sft
+GRPO_OUT ?= saves/grpo
+TRAJ_GLOBAL_BATCH ?= 128
+# GRPO's global batch counts completions: 128 = 16 prompts x 8 generations (8 per device x 2 x 8 GPUs).
+GRPO_GLOBAL_BATCH ?= 128
+# Extra `key=value` overrides for `python -m rl train` (TRL GRPOConfig fields or the pack's keys), e.g.
+#   RL_ARGS="use_vllm=true reward_profile=univg"
+RL_ARGS ?=
 # Extra `key=value` overrides passed to llamafactory-cli, e.g.
 #   TRAIN_ARGS="flash_attn=fa2 enable_liger_kernel=true deepspeed=recipes/ds_z2_config.json"
 TRAIN_ARGS ?=
@@ -45,7 +54,7 @@ BACKEND ?= vllm
 EVAL_OUT ?= outputs/eval/$(notdir $(patsubst %/,%,$(MODEL)))
 EVAL_ARGS ?=
 
-.PHONY: help setup setup-flash-attn test lint format data stage1 stage2 merge eval demo clean distclean
+.PHONY: help setup setup-flash-attn test lint format data stage1 stage2 merge traj-sft grpo eval demo clean distclean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -89,27 +98,42 @@ data: $(TRAIN_STAMP) ## convert DATA_ROOT into data/ and build both mixtures (CH
 # The per-device batch and accumulation keep the global batch at $(GLOBAL_BATCH).
 # The tokenized-data cache gets a fingerprint of the data it holds (scripts/tokenized_path.py),
 # so new data, template or cutoff never reuse stale tokens.
-BATCH_SPLIT = $(shell $(PYTHON) scripts/global_batch.py --global-batch $(GLOBAL_BATCH) --world-size $$(( $(NGPUS) * $(NNODES) )))
+batch_split = $(shell $(PYTHON) scripts/global_batch.py --global-batch $(1) --world-size $$(( $(NGPUS) * $(NNODES) )) $(if $(2),--max-per-device $(2)))
 LAUNCH = $(if $(filter cuda,$(DEVICE)),FORCE_TORCHRUN=1 NPROC_PER_NODE=$(NGPUS) NNODES=$(NNODES) NODE_RANK=$(NODE_RANK) MASTER_ADDR=$(MASTER_ADDR) MASTER_PORT=$(MASTER_PORT),)
 CPU_ARGS = $(if $(filter cpu,$(DEVICE)),use_cpu=true bf16=false deepspeed=null,)
+# train_stage(recipe, overrides, global batch)
 define train_stage
-	@split="$(BATCH_SPLIT)"; test -n "$$split" || exit 2; set -- $$split; \
-	echo "global batch $(GLOBAL_BATCH) = $$1 per device x $$2 accumulation x $$(( $(NGPUS) * $(NNODES) )) $(if $(filter cuda,$(DEVICE)),GPUs,CPU process)"; \
+	@split="$(call batch_split,$(3))"; test -n "$$split" || exit 2; set -- $$split; \
+	echo "global batch $(3) = $$1 per device x $$2 accumulation x $$(( $(NGPUS) * $(NNODES) )) $(if $(filter cuda,$(DEVICE)),GPUs,CPU process)"; \
 	tok=$$($(TRAIN_PY) scripts/tokenized_path.py $(1) $(2) $(CPU_ARGS) $(TRAIN_ARGS)) || exit 2; \
 	$(LAUNCH) $(VENV)/bin/llamafactory-cli train $(1) per_device_train_batch_size=$$1 gradient_accumulation_steps=$$2 $(2) $(CPU_ARGS) $(TRAIN_ARGS) $$tok
 endef
+# GRPO: `accelerate launch` over the GPUs (DeepSpeed ZeRO-3 from the recipe), one process on the CPU.
+RL_LAUNCH = $(if $(filter cuda,$(DEVICE)),$(VENV_EVAL)/bin/accelerate launch --num_processes $$(( $(NGPUS) * $(NNODES) )) --num_machines $(NNODES) --machine_rank $(NODE_RANK) --main_process_ip $(MASTER_ADDR) --main_process_port $(MASTER_PORT) -m rl,$(EVAL_PY) -m rl)
+RL_CPU_ARGS = $(if $(filter cpu,$(DEVICE)),use_cpu=true bf16=false deepspeed=null gradient_checkpointing=false,)
 
 stage1: $(STAGE1_OUT)/all_results.json ## stage 1 (1M examples); resumes from the last checkpoint if interrupted
 $(STAGE1_OUT)/all_results.json: | $(TRAIN_STAMP)
-	$(call train_stage,recipes/stage1.yaml,model_name_or_path=$(BASE_MODEL) output_dir=$(STAGE1_OUT))
+	$(call train_stage,recipes/stage1.yaml,model_name_or_path=$(BASE_MODEL) output_dir=$(STAGE1_OUT),$(GLOBAL_BATCH))
 
 stage2: $(STAGE2_OUT)/all_results.json ## stage 2 (200k examples) from stage 1's weights
 $(STAGE2_OUT)/all_results.json: $(STAGE1_OUT)/all_results.json | $(TRAIN_STAMP)
-	$(call train_stage,recipes/stage2.yaml,model_name_or_path=$(STAGE1_OUT) output_dir=$(STAGE2_OUT) learning_rate=$(LR2))
+	$(call train_stage,recipes/stage2.yaml,model_name_or_path=$(STAGE1_OUT) output_dir=$(STAGE2_OUT) learning_rate=$(LR2),$(GLOBAL_BATCH))
 
 merge: $(MERGED_OUT)/config.json ## average stage 1 and stage 2 (uniform weights) into saves/merged
 $(MERGED_OUT)/config.json: $(STAGE1_OUT)/all_results.json $(STAGE2_OUT)/all_results.json | $(TRAIN_STAMP)
 	$(TRAIN_PY) -m merge_tool --models $(STAGE1_OUT) $(STAGE2_OUT) --output $(MERGED_OUT) $(if $(FORCE),--force)
+
+traj-sft: $(TRAJ_OUT)/all_results.json ## MIRG-RL trajectory SFT from BASE_MODEL (e.g. saves/merged); resumable
+$(TRAJ_OUT)/all_results.json: | $(TRAIN_STAMP)
+	$(call train_stage,recipes/traj_sft.yaml,model_name_or_path=$(BASE_MODEL) output_dir=$(TRAJ_OUT),$(TRAJ_GLOBAL_BATCH))
+
+grpo: $(GRPO_OUT)/train_results.json ## GRPO (TRL) on the RL set from saves/traj_sft; resumes from its last checkpoint
+$(GRPO_OUT)/train_results.json: $(TRAJ_OUT)/all_results.json | $(EVAL_STAMP)
+	@split="$(call batch_split,$(GRPO_GLOBAL_BATCH),8)"; test -n "$$split" || exit 2; set -- $$split; \
+	echo "GRPO global batch $(GRPO_GLOBAL_BATCH) completions = $$1 per device x $$2 accumulation x $$(( $(NGPUS) * $(NNODES) ))"; \
+	$(RL_LAUNCH) train recipes/grpo.yaml model_name_or_path=$(TRAJ_OUT) output_dir=$(GRPO_OUT) \
+		per_device_train_batch_size=$$1 gradient_accumulation_steps=$$2 $(RL_CPU_ARGS) $(RL_ARGS)
 
 eval: $(EVAL_STAMP) ## score MODEL on MIG-Bench (BENCH=.../MIG_data.json, BACKEND=vllm|hf|openai)
 	@test -n "$(MODEL)" || { echo "usage: make eval MODEL=saves/merged BENCH=/path/MIG-Bench/MIG_data.json"; exit 2; }

@@ -1,4 +1,5 @@
-"""Command line: `python -m converters {mgrounding,refcoco,llava-onevision,m4-instruct,groma,mix,all,registry}`.
+"""Command line: `python -m converters {mgrounding,refcoco,llava-onevision,m4-instruct,groma,mix,
+trajectories,all,registry}`.
 
 Exit codes: 0 done; 1 bad input or refused output (message names the file);
 3 more records rejected than --max-reject-rate allows (output not written,
@@ -11,7 +12,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from atomicio import atomic_write_text, refuse_existing
+from atomicio import atomic_write_text, ensure_distinct_paths, exit_on_signals, refuse_existing
 
 from .convert import write_report
 from .groma import convert_groma
@@ -24,6 +25,9 @@ from .refcoco import convert_refcoco
 from .registry import dataset_info_text
 from .report import RejectRateExceeded
 from .streaming import InvalidJSONError
+from .trajectories import DEFAULT_SIZES as TRAJ_SIZES
+from .trajectories import WRITERS as TRAJ_WRITERS
+from .trajectories import build_trajectories
 
 
 def _rate(text: str) -> float:
@@ -91,6 +95,25 @@ def build_parser() -> argparse.ArgumentParser:
     _mix_options(p)
     p.add_argument("--force", action="store_true")
 
+    p = sub.add_parser(
+        "trajectories", help="MIRG-RL trajectory-SFT and RL sets from converted MGrounding files"
+    )
+    p.add_argument(
+        "--sharegpt-dir", required=True, type=Path, help="folder of the converted mg_<task>.json files"
+    )
+    p.add_argument(
+        "--output-dir", type=Path, help="where mg_traj_sft.json and mg_rl.json go (default: --sharegpt-dir)"
+    )
+    p.add_argument(
+        "--sft-size", type=int, default=TRAJ_SIZES["sft"], help="trajectory-SFT samples (default 10000)"
+    )
+    p.add_argument("--rl-size", type=int, default=TRAJ_SIZES["rl"], help="RL samples (default 7000)")
+    p.add_argument("--writer", choices=sorted(TRAJ_WRITERS), default="template", help="reasoning phrasings")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--rejects", type=Path, help="default OUTPUT_DIR/mg_trajectories.rejects.jsonl")
+    p.add_argument("--report", type=Path, help="default OUTPUT_DIR/mg_trajectories.report.json")
+    p.add_argument("--force", action="store_true", help="overwrite existing outputs")
+
     p = sub.add_parser("all", help="convert every source under DATA_ROOT, then mix (skips up-to-date steps)")
     p.add_argument("--data-root", required=True, type=Path)
     p.add_argument("--output-dir", required=True, type=Path)
@@ -98,6 +121,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--check-images", action="store_true")
     p.add_argument("--workers", type=int, default=None)
     p.add_argument("--max-reject-rate", type=_rate, default=0.01)
+    p.add_argument("--traj-sft-size", type=int, default=TRAJ_SIZES["sft"], help="trajectory-SFT samples")
+    p.add_argument("--rl-size", type=int, default=TRAJ_SIZES["rl"], help="RL samples")
+    p.add_argument(
+        "--traj-writer", choices=sorted(TRAJ_WRITERS), default="template", help="reasoning phrasings"
+    )
     p.add_argument("--force", action="store_true", help="redo every step and overwrite")
 
     p = sub.add_parser("registry", help="write (or --check) the repository's dataset_info.json")
@@ -130,6 +158,10 @@ def _convert(args: argparse.Namespace) -> int:
         "max_reject_rate": args.max_reject_rate,
         "force": args.force,
     }
+    # Every path this command reads or writes is a different file, checked before any work (even --force).
+    flags = ("input", "refs", "instances", "output", "report", "image_cache")
+    paths = {f"--{flag.replace('_', '-')}": getattr(args, flag, None) for flag in flags}
+    ensure_distinct_paths({**paths, "--rejects": rejects})
     if args.report is not None:
         refuse_existing(args.report, args.force, "report")
     try:
@@ -159,8 +191,29 @@ def _convert(args: argparse.Namespace) -> int:
     return 0
 
 
+def _trajectories(args: argparse.Namespace) -> int:
+    out_dir = args.output_dir or args.sharegpt_dir
+    report_path = args.report or out_dir / "mg_trajectories.report.json"
+    refuse_existing(report_path, args.force, "report")
+    report = build_trajectories(
+        args.sharegpt_dir,
+        out_dir,
+        sft_size=args.sft_size,
+        rl_size=args.rl_size,
+        seed=args.seed,
+        rejects=args.rejects,
+        extra_outputs=[report_path],
+        writer=TRAJ_WRITERS[args.writer](),
+        force=args.force,
+    )
+    print(report.summary())
+    write_report(report, report_path)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    exit_on_signals()  # SIGTERM/SIGHUP unwind like Ctrl-C: no temporary files are left behind
     try:
         if args.command == "all":
             return run_all(
@@ -174,8 +227,13 @@ def main(argv: list[str] | None = None) -> int:
                 workers=args.workers,
                 max_reject_rate=args.max_reject_rate,
                 allow_missing_categories=args.allow_missing_categories,
+                traj_sft_size=args.traj_sft_size,
+                rl_size=args.rl_size,
+                traj_writer=args.traj_writer,
                 force=args.force,
             )
+        if args.command == "trajectories":
+            return _trajectories(args)
         if args.command == "mix":
             known = {s for sources in CATEGORIES.values() for s in sources}
             sources = {p.stem: p for p in sorted(args.sharegpt_dir.glob("*.json")) if p.stem in known}

@@ -22,6 +22,7 @@ import contextlib
 import json
 import random
 import sys
+from array import array
 from collections import Counter
 from fractions import Fraction
 from pathlib import Path
@@ -29,9 +30,10 @@ from typing import Any
 
 from tqdm import tqdm
 
-from atomicio import atomic_write_text, refuse_existing
+from atomicio import atomic_file, ensure_distinct_paths, refuse_existing
+from stages import mixture_stages
 
-from .streaming import RecordWriter, index_record_lines
+from .streaming import InvalidJSONError, RecordWriter, index_record_lines
 
 CATEGORIES: dict[str, tuple[str, ...]] = {
     "s_understanding": ("llava_onevision",),
@@ -48,18 +50,9 @@ CATEGORIES: dict[str, tuple[str, ...]] = {
     "m_grounding_free_form": ("mg_free_form",),
 }
 
-# Table 12, in percent of the stage total.
-STAGES: dict[str, dict[str, int]] = {
-    "stage1": {"s_understanding": 17, "s_grounding": 13, "m_understanding": 16, "m_grounding_stage1": 54},
-    "stage2": {
-        "s_understanding": 9,
-        "s_grounding": 7,
-        "m_understanding": 8,
-        "m_grounding_stage1": 27,
-        "m_grounding_free_form": 49,
-    },
-}
-DEFAULT_TOTALS = {"stage1": 1_000_000, "stage2": 200_000}
+# Table 12, in percent of the stage total, and each mixture's default size: from the stage table.
+STAGES: dict[str, dict[str, int]] = {name: dict(s.mixture) for name, s in mixture_stages().items()}
+DEFAULT_TOTALS = {name: s.default_total for name, s in mixture_stages().items()}
 
 
 class MixtureError(ValueError):
@@ -120,6 +113,60 @@ def plan_stage(
     return per_category, per_source, warnings
 
 
+class _BadRecords(Exception):
+    """Picked lines that do not decode to a record (source name -> {line index: reason})."""
+
+    def __init__(self, bad: dict[str, dict[int, str]]):
+        super().__init__(f"{sum(map(len, bad.values()))} unreadable record line(s)")
+        self.bad = bad
+
+
+_DUMPS = json.JSONEncoder(ensure_ascii=False).encode
+
+
+def _mixture_line(source: str, raw: bytes) -> tuple[str, Any]:
+    """(mixture line, record type) for one source line, or ValueError saying why the line is unusable."""
+    try:
+        record = json.loads(raw)
+    except RecursionError:
+        raise ValueError("nested too deeply to decode") from None
+    except ValueError as err:  # JSONDecodeError, not UTF-8, an integer over the digit limit
+        raise ValueError(f"not a JSON record ({str(err)[:120]})") from None
+    if not isinstance(record, dict):
+        raise ValueError(f"a JSON {type(record).__name__}, not a record object")
+    line = _DUMPS({"source": source, **record})
+    if not line.isascii():
+        try:
+            line.encode("utf-8")
+        except UnicodeEncodeError as err:
+            raise ValueError(f"holds a lone surrogate ({err.reason})") from None
+    return line, record.get("type", "")
+
+
+def _write_picks(names, sources, indexes, picks, out: RecordWriter | None, desc: str) -> Counter:
+    """Write the picked records to `out`; after the first unusable line stop writing and only
+    collect the others, then raise _BadRecords with all of them."""
+    types: Counter = Counter()
+    bad: dict[str, dict[int, str]] = {}
+    with contextlib.ExitStack() as stack:
+        handles = [stack.enter_context(open(sources[name], "rb")) for name in names]
+        for k, i in tqdm(picks, desc=desc, unit="rec", disable=None):
+            offsets, lengths = indexes[names[k]]
+            handle = handles[k]
+            handle.seek(offsets[i])
+            try:
+                line, rtype = _mixture_line(names[k], handle.read(lengths[i]))
+            except ValueError as err:
+                bad.setdefault(names[k], {})[i] = str(err)
+                continue
+            if not bad:
+                types[rtype if isinstance(rtype, str) else str(rtype)] += 1
+                out.write_line(line)
+    if bad:
+        raise _BadRecords(bad)
+    return types
+
+
 def build_mixture(
     stage: str,
     sources: dict[str, Path],
@@ -129,8 +176,14 @@ def build_mixture(
     allow_missing_categories: bool = False,
     force: bool = False,
     indexes: dict[str, Any] | None = None,
+    out: RecordWriter | None = None,
 ) -> dict[str, Any]:
-    """Write one stage's mixture; return its report (counts per category, source and type)."""
+    """Write one stage's mixture; return its report (counts per category, source and type).
+
+    With `out` (an entered RecordWriter) the records go there and the caller publishes
+    the file; without, `output` is written here. Raises _BadRecords when a picked line is
+    not a record (the caller drops those lines from `indexes` and builds again).
+    """
     refuse_existing(output, force)
     indexes = indexes if indexes is not None else {}
     for name, path in sorted(sources.items()):
@@ -151,20 +204,12 @@ def build_mixture(
             )
         picks.extend((k, i) for i in select(seed, name, sizes[name], count))
     random.Random(f"{seed}:{stage}").shuffle(picks)
-    for message in warnings:
-        print(f"warning: {message}", file=sys.stderr)
 
-    types: Counter = Counter()
-    with contextlib.ExitStack() as stack:
-        handles = [stack.enter_context(open(sources[name], "rb")) for name in names]
-        out = stack.enter_context(RecordWriter(output, force=True))
-        for k, i in tqdm(picks, desc=f"{output.name}", unit="rec", disable=None):
-            offsets, lengths = indexes[names[k]]
-            handle = handles[k]
-            handle.seek(offsets[i])
-            record = json.loads(handle.read(lengths[i]))
-            types[record.get("type", "")] += 1
-            out.write({"source": names[k], **record})
+    if out is None:
+        with RecordWriter(output, force=True) as own:
+            types = _write_picks(names, sources, indexes, picks, own, output.name)
+    else:
+        types = _write_picks(names, sources, indexes, picks, out, output.name)
 
     shares = STAGES[stage]
     return {
@@ -203,6 +248,49 @@ def format_report(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+MAX_BAD_LINES = 100  # per source file; more means it is not a converters output, and it is refused
+
+
+def _index_source(name: str, path: Path, skipped: list[dict]) -> Any:
+    """Index one converted file; lines that are not one record each are skipped and reported."""
+    bad: list = []
+    index = index_record_lines(path, bad)
+    if len(bad) > MAX_BAD_LINES:
+        raise InvalidJSONError(
+            f"{path}: {len(bad)} lines are not one whole JSON record (first: line {bad[0][0]}); "
+            "the mixture reads files written by the converters (one record per line)"
+        )
+    skipped.extend({"source": name, "file": str(path), "line": n, "reason": why} for n, why in bad)
+    return index
+
+
+def _line_numbers(path: Path, offsets: list[int]) -> dict[int, int]:
+    """The 1-based line number of each byte offset, in one pass over the file."""
+    wanted = sorted(set(offsets))
+    found, pos, j = {}, 0, 0
+    with open(path, "rb") as handle:
+        for lineno, raw in enumerate(handle, start=1):
+            pos += len(raw)
+            while j < len(wanted) and wanted[j] < pos:
+                found[wanted[j]] = lineno
+                j += 1
+            if j == len(wanted):
+                break
+    return found
+
+
+def _drop_bad(err: _BadRecords, sources: dict[str, Path], indexes: dict, skipped: list[dict]) -> None:
+    for name, bad in err.bad.items():
+        offsets, lengths = indexes[name]
+        lines = _line_numbers(sources[name], [offsets[i] for i in bad])
+        skipped.extend(
+            {"source": name, "file": str(sources[name]), "line": lines.get(offsets[i]), "reason": why}
+            for i, why in sorted(bad.items())
+        )
+        keep = [i for i in range(len(offsets)) if i not in bad]
+        indexes[name] = (array("q", (offsets[i] for i in keep)), array("q", (lengths[i] for i in keep)))
+
+
 def build_mixtures(
     sources: dict[str, Path],
     output_dir: Path,
@@ -213,17 +301,68 @@ def build_mixtures(
     allow_missing_categories: bool = False,
     force: bool = False,
 ) -> list[dict[str, Any]]:
-    """Both stages from the same source files (indexed once); reports printed and written as JSON."""
-    indexes: dict[str, Any] = {}
-    reports = []
+    """Both stages from the same source files (indexed once); reports printed and written as JSON.
+
+    Every stage is planned and built before any file is published, so a stage that fails
+    leaves no earlier stage's mixture or report behind for the rerun to trip over. A source
+    line that is not a record (malformed JSON, a lone surrogate) is skipped and named (file,
+    line, reason) in the reports; the stage is then rebuilt without it, so counts stay exact.
+    """
     report_dir = report_dir or output_dir
+    outputs = {stage: output_dir / f"{prefix}_{stage}.json" for stage in STAGES}
+    report_paths = {stage: report_dir / f"{prefix}_{stage}.report.json" for stage in STAGES}
+    ensure_distinct_paths(
+        {"--sharegpt-dir source": list(sources.values())}
+        | {f"{stage} mixture": outputs[stage] for stage in STAGES}
+        | {f"{stage} report": report_paths[stage] for stage in STAGES}
+    )
     for stage in STAGES:
-        output = output_dir / f"{prefix}_{stage}.json"
-        stage_sources = {n: p for n, p in sources.items() if any(n in CATEGORIES[c] for c in STAGES[stage])}
-        report = build_mixture(
-            stage, stage_sources, output, totals[stage], seed, allow_missing_categories, force, indexes
-        )
-        atomic_write_text(report_dir / f"{prefix}_{stage}.report.json", json.dumps(report, indent=2) + "\n")
+        refuse_existing(outputs[stage], force)
+        refuse_existing(report_paths[stage], force, "mixture report")
+    skipped: list[dict] = []
+    indexes = {name: _index_source(name, path, skipped) for name, path in sorted(sources.items())}
+    stage_sources = {
+        stage: {n: p for n, p in sources.items() if any(n in CATEGORIES[c] for c in STAGES[stage])}
+        for stage in STAGES
+    }
+    for stage in STAGES:  # a stage that cannot be planned fails before anything is written
+        sizes = {name: len(indexes[name][0]) for name in stage_sources[stage]}
+        plan_stage(stage, totals[stage], sizes, allow_missing_categories)
+    while True:
+        try:
+            with contextlib.ExitStack() as publish:  # leaving it with an exception discards every file
+                reports = []
+                for stage in STAGES:
+                    out = publish.enter_context(RecordWriter(outputs[stage], force=True))
+                    reports.append(
+                        build_mixture(
+                            stage,
+                            stage_sources[stage],
+                            outputs[stage],
+                            totals[stage],
+                            seed,
+                            allow_missing_categories,
+                            True,
+                            indexes,
+                            out=out,
+                        )
+                    )
+                for stage, report in zip(STAGES, reports, strict=True):
+                    mine = [s for s in skipped if s["source"] in stage_sources[stage]]
+                    if mine:
+                        first = mine[0]
+                        report["warnings"].append(
+                            f"{stage}: skipped {len(mine)} unreadable line(s), first {first['file']} "
+                            f"line {first['line']}: {first['reason']}"
+                        )
+                    report["skipped_lines"] = mine
+                    handle = publish.enter_context(atomic_file(report_paths[stage]))
+                    handle.write(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
+            break
+        except _BadRecords as err:  # drop those lines and build again (each round removes at least one)
+            _drop_bad(err, sources, indexes, skipped)
+    for report in reports:
+        for message in report["warnings"]:
+            print(f"warning: {message}", file=sys.stderr)
         print(format_report(report))
-        reports.append(report)
     return reports

@@ -9,7 +9,9 @@ output path that this pipeline did not write are refused without --force.
 
 Layout under OUT: sharegpt/<dataset>.json, rejects/<dataset>.jsonl,
 reports/<dataset>.json, images/llava_onevision/..., mixtures/<prefix>_stage{1,2}.json,
-reports/<prefix>_stage{1,2}.report.json, reports/image_check_cache.tsv.
+reports/<prefix>_stage{1,2}.report.json, reports/image_check_cache.tsv; after the conversions,
+sharegpt/mg_traj_sft.json and sharegpt/mg_rl.json (trajectories.py) with rejects/mg_trajectories.jsonl
+and reports/mg_trajectories.json.
 """
 
 from __future__ import annotations
@@ -32,6 +34,12 @@ from .refcoco import DATASETS as REFCOCO_DATASETS
 from .refcoco import convert_refcoco
 from .report import RejectRateExceeded
 from .streaming import InvalidJSONError
+from .trajectories import DEFAULT_SIZES as TRAJ_SIZES
+from .trajectories import NAME as TRAJ_NAME
+from .trajectories import TASKS as TRAJ_TASKS
+from .trajectories import VERSION as TRAJ_VERSION
+from .trajectories import WRITERS as TRAJ_WRITERS
+from .trajectories import build_trajectories, output_paths
 
 VERSION = 1  # bump when converted output changes, so up-to-date steps are redone
 
@@ -52,6 +60,7 @@ class Step:
     params: dict[str, Any]
     report_path: Path
     run: Callable[[bool], Any]
+    needs: tuple[str, ...] = ()  # steps that must not have failed in this run
 
     def stamp(self) -> dict[str, Any]:
         return {"version": VERSION, "inputs": fingerprint(self.inputs), "params": self.params}
@@ -132,6 +141,35 @@ def conversion_steps(root: Path, out: Path, options: dict[str, Any]) -> tuple[li
     return steps, notes
 
 
+def trajectory_step(
+    out: Path, steps: list[Step], sft_size: int, rl_size: int, seed: int, writer: str = "template"
+) -> Step | None:
+    """The trajectory-SFT/RL step over the converted MGrounding tasks present (None: none is)."""
+    inputs = {s.name: s.outputs[0] for s in steps if s.name in TRAJ_TASKS}
+    if not inputs:
+        return None
+    sharegpt = out / "sharegpt"
+    outputs = list(output_paths(sharegpt).values())
+    sizes = {"sft_size": sft_size, "rl_size": rl_size}
+    return Step(
+        TRAJ_NAME,
+        list(inputs.values()),
+        outputs,
+        {**sizes, "seed": seed, "version": TRAJ_VERSION, "writer": writer},
+        out / "reports" / f"{TRAJ_NAME}.json",
+        lambda force: build_trajectories(
+            sharegpt,
+            sharegpt,
+            **sizes,
+            seed=seed,
+            rejects=out / "rejects" / f"{TRAJ_NAME}.jsonl",
+            writer=TRAJ_WRITERS[writer](),
+            force=force,
+        ),
+        needs=tuple(inputs),
+    )
+
+
 def run_all(
     data_root: str | Path,
     output_dir: str | Path,
@@ -144,6 +182,9 @@ def run_all(
     workers: int | None = None,
     max_reject_rate: float = 0.01,
     allow_missing_categories: bool = False,
+    traj_sft_size: int = TRAJ_SIZES["sft"],
+    rl_size: int = TRAJ_SIZES["rl"],
+    traj_writer: str = "template",
     force: bool = False,
 ) -> int:
     """Run every step in order; return the process exit code (0: all done or up to date)."""
@@ -164,8 +205,15 @@ def run_all(
         print(f"error: no known source under {root}", file=sys.stderr)
         return 1
 
+    traj = trajectory_step(out, steps, traj_sft_size, rl_size, seed, traj_writer)
+    if traj is None:
+        print(f"note: skipped {TRAJ_NAME}: no converted MGrounding task")
     failed = []
-    for step in steps:
+    for step in [*steps, *([traj] if traj else [])]:
+        if any(name in failed for name in step.needs):
+            print(f"error: {step.name}: not run, an input step failed", file=sys.stderr)
+            failed.append(step.name)
+            continue
         if not force and step.up_to_date():
             print(f"up to date: {step.name}")
             continue

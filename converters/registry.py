@@ -11,17 +11,18 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from stages import mixture_stages
+
 from .mgrounding import TASK_FILES
 from .refcoco import DATASETS as REFCOCO_DATASETS
+from .trajectories import RL_NAME, SFT_NAME
 
 SOURCES = (*TASK_FILES, "llava_onevision", "m4_instruct", *REFCOCO_DATASETS, "groma_instruct")
+# Built from the converted MGrounding files (trajectories.py): MIRG-RL's trajectory-SFT and RL sets.
+DERIVED = (SFT_NAME, RL_NAME)
 SHAREGPT_DIR = "data/sharegpt"
-MIXTURES = {
-    "migician_stage1": "data/mixtures/migician_stage1.json",
-    "migician_stage2": "data/mixtures/migician_stage2.json",
-    "demo_stage1": "data/demo/mixtures/demo_stage1.json",
-    "demo_stage2": "data/demo/mixtures/demo_stage2.json",
-}
+# One mixture per stage of the stage table that trains on one (the demo writes its own registry).
+MIXTURES = {f"migician_{name}": f"data/mixtures/migician_{name}.json" for name in mixture_stages()}
 
 
 def entry(file_name: str) -> dict[str, Any]:
@@ -35,7 +36,7 @@ def entry(file_name: str) -> dict[str, Any]:
 
 
 def dataset_info() -> dict[str, Any]:
-    info = {name: entry(f"{SHAREGPT_DIR}/{name}.json") for name in SOURCES}
+    info = {name: entry(f"{SHAREGPT_DIR}/{name}.json") for name in (*SOURCES, *DERIVED)}
     info.update({name: entry(path) for name, path in MIXTURES.items()})
     return info
 

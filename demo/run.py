@@ -1,13 +1,15 @@
-"""`make demo`: the whole Migician pipeline on this CPU machine with a tiny model.
+"""`make demo`: the whole Migician pipeline, then the RL stage, on this CPU machine with a tiny model.
 
 Why: it proves every link of the chain with the real tools (converters ->
-LLaMA-Factory stage 1 -> stage 2 -> merge_tool -> the vLLM evaluator) and shows
-that the recipes teach a model multi-image grounding: the untrained model,
-both stages and their merge are scored on a held-out synthetic bench.
+LLaMA-Factory stage 1 -> stage 2 -> merge_tool -> trajectory SFT -> TRL's GRPO
+-> the vLLM evaluator) and shows what each step teaches: the untrained model,
+both stages, their merge, the trajectory-SFT model and the GRPO model are
+scored on one held-out synthetic bench.
 
-The training steps run the real recipes (recipes/stage*.yaml) with command-line
-overrides only (model, data, device, schedule). Every step is skipped when its
-output already exists, so a re-run reuses what is built; `make clean` removes it.
+The training steps run the real recipes (recipes/<stage>.yaml, from the stage
+table in stages.py) with command-line overrides only (model, data, device,
+schedule). Every step is skipped when its output already exists, so a re-run
+reuses what is built; `make clean` removes it.
 A tree built with other settings (profile, seed) is refused rather than reused:
 its checkpoints would be scored as if they came from these.
 
@@ -27,9 +29,14 @@ import time
 from pathlib import Path
 
 from atomicio import atomic_write_text
+from stages import STAGES
 
 REPO = Path(__file__).resolve().parents[1]
-MODELS = ("untrained", "stage1", "stage2", "merged")
+MODELS = ("untrained", "stage1", "stage2", "merged", "traj_sft", "grpo")
+RL_MODELS = ("traj_sft", "grpo")  # scored with the think prompt and the answer-span parse
+# The demo's trajectory SFT starts from Migician (the merge), as `make traj-sft BASE_MODEL=saves/merged`.
+DEMO_STARTS = {"stage1": "untrained", "stage2": "stage1", "traj_sft": "merged", "grpo": "traj_sft"}
+THINK_EVAL = ["--answer-format", "think", "--format-suffix", "think", "--max-new-tokens", "160"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,13 +51,21 @@ class Profile:
     stage2_total: int  # stage-2 mixture size
     stage1_epochs: float
     stage2_epochs: float
+    traj_sft_size: int  # trajectory-SFT samples (converters trajectories)
+    rl_size: int  # RL prompts, disjoint from the trajectory set
+    traj_epochs: float
+    grpo_steps: int  # GRPO optimizer steps (one prompt group of grpo_generations each)
     learning_rate: float = 3e-4  # 1e-3 learned the format but not the images (13.6% vs 80% on stage 1)
     batch_size: int = 8
+    traj_learning_rate: float = 3e-4  # 1e-4 for one epoch left the trajectory form unlearnt (loss 1.27)
+    grpo_learning_rate: float = 1e-5
+    grpo_generations: int = 8
+    grpo_beta: float = 0.04
 
 
 PROFILES = {
-    "full": Profile(3000, 1200, 300, 300, 3000, 1200, 3.0, 2.0),
-    "smoke": Profile(120, 60, 20, 40, 120, 60, 1.0, 1.0),
+    "full": Profile(3000, 1200, 300, 300, 3000, 1200, 3.0, 2.0, 1500, 1000, 2.0, 300),
+    "smoke": Profile(120, 60, 20, 40, 120, 60, 1.0, 1.0, 60, 40, 1.0, 4),
 }
 
 
@@ -131,24 +146,35 @@ class Demo:
         run(
             [sys.executable, "-m", "converters", "all", "--data-root", self.raw, "--output-dir", self.data]
             + ["--mixture-prefix", "demo", "--stage1-total", p.stage1_total, "--stage2-total", p.stage2_total]
+            + ["--traj-sft-size", p.traj_sft_size, "--rl-size", p.rl_size, "--traj-writer", "compact"]
             + ["--seed", self.seed]
         )
-        if self.workdir != REPO:  # LLaMA-Factory reads the registry from dataset_dir
-            shutil.copyfile(REPO / "dataset_info.json", self.workdir / "dataset_info.json")
+        self.write_registry()
 
-    def train(self, stage: int) -> None:
-        out = self.checkpoint(f"stage{stage}")
+    def write_registry(self) -> None:
+        """The demo's own dataset_info.json beside its data (LLaMA-Factory reads it from dataset_dir)."""
+        from converters.registry import entry
+
+        names = {f"demo_{stage}": f"mixtures/demo_{stage}.json" for stage in ("stage1", "stage2")}
+        names.update(demo_traj_sft="sharegpt/mg_traj_sft.json", demo_rl="sharegpt/mg_rl.json")
+        info = {name: entry(path) for name, path in names.items()}
+        atomic_write_text(self.data / "dataset_info.json", json.dumps(info, indent=2) + "\n")
+
+    def train(self, stage: str) -> None:
+        """One LLaMA-Factory stage of the table (stage1, stage2, traj_sft) with CPU overrides."""
+        out = self.checkpoint(stage)
         if (out / "all_results.json").exists():
-            return log(f"stage {stage}: reusing {out}")
+            return log(f"{stage}: reusing {out}")
         p = self.profile
-        start = self.checkpoint("untrained" if stage == 1 else "stage1")
+        rl = stage == "traj_sft"
+        epochs = {"stage1": p.stage1_epochs, "stage2": p.stage2_epochs, "traj_sft": p.traj_epochs}[stage]
         overrides = {
             # model and data
-            "model_name_or_path": start,
-            "dataset_dir": self.workdir,
-            "dataset": f"demo_stage{stage}",
+            "model_name_or_path": self.checkpoint(DEMO_STARTS[stage]),
+            "dataset_dir": self.data,
+            "dataset": f"demo_{stage}",
             "output_dir": out,
-            "tokenized_path": self.saves / f"cache/stage{stage}_tokenized",
+            "tokenized_path": self.saves / f"cache/{stage}_tokenized",
             "image_max_pixels": 50176,
             "cutoff_len": 1024,
             # device: this CPU machine, no DeepSpeed, fp32
@@ -159,8 +185,8 @@ class Demo:
             "dataloader_num_workers": 0,
             # schedule: a random tiny model learns from scratch, vision tower included
             "freeze_vision_tower": "false",
-            "learning_rate": p.learning_rate,
-            "num_train_epochs": p.stage1_epochs if stage == 1 else p.stage2_epochs,
+            "learning_rate": p.traj_learning_rate if rl else p.learning_rate,
+            "num_train_epochs": epochs,
             "warmup_ratio": 0.05,
             "per_device_train_batch_size": p.batch_size,
             "gradient_accumulation_steps": 1,
@@ -169,11 +195,51 @@ class Demo:
             "save_total_limit": 1,
         }
         cli = shutil.which("llamafactory-cli", path=str(Path(sys.executable).parent))
-        run([cli, "train", REPO / f"recipes/stage{stage}.yaml"] + [f"{k}={v}" for k, v in overrides.items()])
+        recipe = REPO / "recipes" / STAGES[stage].recipe
+        run([cli, "train", recipe] + [f"{k}={v}" for k, v in overrides.items()])
         self.outputs.mkdir(parents=True, exist_ok=True)
         plot = out / "training_loss.png"
         if plot.exists():
-            shutil.copyfile(plot, self.outputs / f"loss_stage{stage}.png")
+            shutil.copyfile(plot, self.outputs / f"loss_{stage}.png")
+
+    def grpo(self) -> None:
+        """GRPO through TRL (recipes/grpo.yaml) from the trajectory-SFT model, in .venv-eval."""
+        out = self.checkpoint("grpo")
+        if (out / "train_results.json").exists():
+            return log(f"grpo: reusing {out}")
+        p = self.profile
+        g = p.grpo_generations
+        overrides = {
+            "model_name_or_path": self.checkpoint("traj_sft"),
+            "dataset_dir": self.data,
+            "dataset": "demo_rl",
+            "output_dir": out,
+            "image_max_pixels": 50176,
+            "freeze_vision_tower": "false",
+            "use_cpu": "true",
+            "bf16": "false",
+            "deepspeed": "null",
+            "gradient_checkpointing": "false",
+            "per_device_train_batch_size": g,  # one prompt group per step
+            "gradient_accumulation_steps": 1,
+            "num_generations": g,
+            "max_completion_length": 128,
+            "learning_rate": p.grpo_learning_rate,
+            "beta": p.grpo_beta,
+            "max_steps": p.grpo_steps,
+            "logging_steps": 5,
+            "save_steps": 100,
+            "save_total_limit": 1,
+            "seed": self.seed,
+        }
+        run(
+            [self.eval_python, "-m", "rl", "train", REPO / "recipes/grpo.yaml"]
+            + [f"{k}={v}" for k, v in overrides.items()]
+        )
+        self.outputs.mkdir(parents=True, exist_ok=True)
+        for name in ("training_rewards.png", "training_loss.png"):
+            if (out / name).exists():
+                shutil.copyfile(out / name, self.outputs / f"grpo_{name.removeprefix('training_')}")
 
     def merge(self) -> None:
         out = self.checkpoint("merged")
@@ -192,6 +258,7 @@ class Demo:
         run(
             [self.eval_python, "-m", "eval", "run", "--model", checkpoint, "--bench", self.bench]
             + ["--output-dir", out, "--dtype", "float32", "--label", name]
+            + (THINK_EVAL if name in RL_MODELS else [])
             + (["--force"] if stale else [])  # the checkpoint was retrained since that run
         )
 
@@ -202,13 +269,14 @@ class Demo:
         for name, path in zip(MODELS, runs, strict=True):
             metrics = json.loads((path / "metrics.json").read_text())
             summary[name] = metrics["average"]
-        for stage in (1, 2):
-            summary[f"loss_stage{stage}"] = loss_endpoints(
-                self.checkpoint(f"stage{stage}") / "trainer_log.jsonl"
-            )
-        (self.outputs / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        for stage in ("stage1", "stage2", "traj_sft"):
+            summary[f"loss_{stage}"] = loss_endpoints(self.checkpoint(stage) / "trainer_log.jsonl")
+        summary["grpo_rewards"] = reward_endpoints(self.checkpoint("grpo") / "trainer_state.json")
+        atomic_write_text(self.outputs / "summary.json", json.dumps(summary, indent=2) + "\n")
         gain = summary["merged"]["acc@0.5"] - summary["untrained"]["acc@0.5"]
-        log(f"merged vs untrained Acc@0.5: {gain:+.1f} points; summary in {self.outputs / 'summary.json'}")
+        rl_gain = summary["grpo"]["acc@0.5"] - summary["traj_sft"]["acc@0.5"]
+        log(f"merged vs untrained Acc@0.5: {gain:+.1f} points; GRPO vs trajectory SFT: {rl_gain:+.2f} points")
+        log(f"summary in {self.outputs / 'summary.json'}")
         return summary
 
 
@@ -217,6 +285,15 @@ def loss_endpoints(trainer_log: Path) -> dict:
     losses = [json.loads(line).get("loss") for line in trainer_log.read_text().splitlines() if line.strip()]
     losses = [x for x in losses if x is not None]
     return {"first": losses[0], "last": losses[-1], "logged": len(losses)} if losses else {}
+
+
+def reward_endpoints(trainer_state: Path) -> dict:
+    """Mean reward of the first and last logged GRPO steps, per component and in total."""
+    history = [e for e in json.loads(trainer_state.read_text()).get("log_history", []) if "reward" in e]
+    if not history:
+        return {}
+    keys = ["reward"] + sorted(k for k in history[0] if k.startswith("rewards/") and k.endswith("/mean"))
+    return {k: {"first": history[0][k], "last": history[-1][k]} for k in keys} | {"logged": len(history)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -236,9 +313,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     demo.build_model()
     demo.make_data()
-    demo.train(1)
-    demo.train(2)
+    demo.train("stage1")
+    demo.train("stage2")
     demo.merge()
+    demo.train("traj_sft")
+    demo.grpo()
     for name in MODELS:
         demo.evaluate(name)
     demo.report()

@@ -78,6 +78,11 @@ _CORPUS_LINES = [
     "It's in the third image. (316,58),(764,999) (0,0),(333,333) (667,667),(1000,1000)",
     "Give the bounding box of the region this sentence refers to: a red square in the second image.",
     "[0.12, 0.34, 0.56, 0.78] <box>12 34 56 78</box> (0.1, 0.2, 0.3, 0.4)",
+    # The RL stage's reasoning trajectories (MIRG-RL's <think>/<answer> with [N-M] object ids), so its
+    # tags are a few tokens each, not a dozen bytes.
+    "<think>The target is in the third image: <bbox_id>[3-1]</bbox_id> so [1-1] [2-1] [4-1] [1-2].</think>"
+    "<answer><bbox_id>[2-1]</bbox_id></answer> First output the thinking process in <think> </think> tags "
+    "and then output the bounding box in <answer> </answer> tags.",
 ]
 
 

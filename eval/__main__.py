@@ -21,7 +21,7 @@ def _tasks_arg(values):
 
 
 def _add_run(sub) -> None:
-    from eval import prompts, scoring
+    from eval import answers, prompts, scoring
     from eval.bench import ANSWER_SCALES
     from eval.runner import MODES
 
@@ -73,6 +73,12 @@ def _add_run(sub) -> None:
         choices=scoring.RESCALES,
         default="none",
         help="migician: the paper script's y-shift for Migician (off by default)",
+    )
+    p.add_argument(
+        "--answer-format",
+        choices=sorted(answers.ANSWER_FORMATS),
+        default=answers.DEFAULT_ANSWER_FORMAT,
+        help="official: the paper's first box anywhere; think: only inside <answer>...</answer> (RL models)",
     )
     p.add_argument("--force", action="store_true", help="discard an earlier, different run in --output-dir")
     p.add_argument("--label", help="name of this run in the reports (default: the model folder's name)")
@@ -140,6 +146,7 @@ def _run(args, argv) -> int:
         answer_scale=args.answer_scale,
         coords=args.coords,
         rescale=args.rescale,
+        answer_format=args.answer_format,
         chunk_size=args.chunk_size,
         data_parallel=args.data_parallel,
         dp_rank=args.dp_rank,
@@ -174,13 +181,18 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     _add_run(sub)
 
-    from eval import scoring
+    from eval import answers, scoring
 
     s = sub.add_parser("score", help="score a predictions file alone")
     s.add_argument("--predictions", required=True, type=Path)
     s.add_argument("--output-dir", required=True, type=Path)
     s.add_argument("--coords", choices=sorted(scoring.COORDS), default="grid1000")
     s.add_argument("--rescale", choices=scoring.RESCALES, default="none")
+    s.add_argument(
+        "--answer-format",
+        choices=sorted(answers.ANSWER_FORMATS),
+        help="default: official, unless the run's run.json recorded another (then it must be given)",
+    )
     s.add_argument("--label", help="name of the run in the reports")
     s.add_argument("--force", action="store_true", help="replace report files already in --output-dir")
 
@@ -199,6 +211,9 @@ def main(argv: list[str] | None = None) -> int:
     y.add_argument("--force", action="store_true")
 
     args = parser.parse_args(argv)
+    from atomicio import exit_on_signals
+
+    exit_on_signals()  # SIGTERM/SIGHUP unwind like Ctrl-C: no temporary report files are left behind
     from eval.bench import BenchError
     from eval.predictions import RunMismatchError
 
@@ -209,7 +224,13 @@ def main(argv: list[str] | None = None) -> int:
             from eval.runner import score_file
 
             metrics = score_file(
-                args.predictions, args.output_dir, args.coords, args.rescale, args.force, args.label
+                args.predictions,
+                args.output_dir,
+                args.coords,
+                args.rescale,
+                args.force,
+                args.label,
+                args.answer_format,
             )
             _print_summary(metrics, args.output_dir)
             return 0
@@ -220,6 +241,10 @@ def main(argv: list[str] | None = None) -> int:
             table = compare(args.runs, args.metric)
             print(table, end="")
             if args.output:
+                from atomicio import ensure_distinct_paths
+
+                runs = [r / "metrics.json" for r in args.runs]
+                ensure_distinct_paths({"--output": args.output, "run": runs})
                 refuse_existing(args.output, args.force)
                 atomic_write_text(args.output, table)
             return 0

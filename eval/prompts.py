@@ -19,6 +19,10 @@ FORMAT_SUFFIXES: dict[str, str] = {
     "released": "Format:<|box_start|>(x1,y1),(x2,y2)<|box_end|>. Don't generate addtional words.",
     # The paper appendix's "Format Prompt".
     "paper": " Format: <|box_start|>(x1,y1),(x2,y2)<|box_end|>. Don't generate additional words.",
+    # UniVG-R1's question template for reasoning (RL) models: think, then the box in <answer> tags.
+    # Score such runs with --answer-format think and give them --max-new-tokens 256, as UniVG-R1 does.
+    "think": " First output the thinking process in <think> </think> tags and then output the bounding box "
+    "in <answer> </answer> tags.",
     "none": "",
 }
 DEFAULT_SUFFIX = "script"
@@ -41,9 +45,16 @@ def suffix_text(name: str) -> str:
 
 
 def with_suffix(question: str, suffix: str, need_format: bool = True, when: str = "always") -> str:
-    """Append the suffix directly (no separator), as the paper's script does."""
+    """Append the suffix directly (no separator), as the paper's script does.
+
+    A suffix that brings its own leading space (paper, think) replaces the question's trailing
+    whitespace, so "...image. " + " First output..." has one space, as the trajectory and RL sets
+    are written (converters/trajectories.py): the prompt a model is scored on is the one it learnt.
+    """
     if when == "need_format" and not need_format:
         return question
+    if suffix[:1].isspace():
+        question = question.rstrip()
     return question + suffix
 
 

@@ -112,6 +112,7 @@ def results_markdown(metrics: dict, context: dict) -> str:
         ("mode", "Mode"),
         ("format_suffix", "Format suffix"),
         ("coords", "Coordinate convention"),
+        ("answer_format", "Answer format"),
     ):
         if context.get(key) is not None:
             lines.append(f"- {label}: `{context[key]}`")
@@ -165,6 +166,7 @@ def results_markdown(metrics: dict, context: dict) -> str:
     lines.append(
         _row(["**average (unweighted over tasks)**", m["n"], *[_fmt(m[k]) for k in METRIC_KEYS[1:]]])
     )
+    lines += answers_section(metrics, context.get("answer_format", "official"))
     skipped = context.get("skipped", [])
     if skipped:
         lines += ["", f"## Skipped instances ({len(skipped)}, each scored as a miss)", ""]
@@ -176,6 +178,21 @@ def results_markdown(metrics: dict, context: dict) -> str:
     if notes:
         lines += ["", "## Notes", ""] + [f"- {n}" for n in notes[:100]]
     return "\n".join(lines) + "\n"
+
+
+def answers_section(metrics: dict, answer_format: str) -> list[str]:
+    """results.md lines for the answer diagnostics (well-formed share, image-index accuracy), if any."""
+    present = [t for t in tasks.TASKS if "well_formed" in metrics["tasks"].get(t.name, {})]
+    if not present:
+        return []
+    rule = "MIRG-RL's think/answer format rule" if answer_format == "think" else "a box parses"
+    lines = ["", f"## Answers (well-formed: {rule}; image index: where the answer names an image)", ""]
+    lines.append(_row(["Task", "n", "well-formed %", "naming an image", "image-index acc %"]))
+    lines.append(_row(["---"] * 5))
+    for t in present:
+        m = metrics["tasks"][t.name]
+        lines.append(_row([t.short, m["n"], _fmt(m["well_formed"]), m["image_named"], _fmt(m["image_acc"])]))
+    return lines
 
 
 def radar_png(path: Path, metrics: dict, label: str) -> None:

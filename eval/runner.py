@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import subprocess
 import sys
@@ -18,10 +19,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from eval import answers as answer_formats  # not `answers`: score_records has a local of that name
 from eval import prompts as P
 from eval import scoring, tasks
 from eval.bench import Bench, Instance, load_bench
-from eval.predictions import COT_STEP1, PREDICTIONS, RunStore, read_jsonl
+from eval.predictions import COT_STEP1, OWN_FILES, PREDICTIONS, RunStore, read_jsonl
 from eval.report import write_reports
 
 MODES = ("direct", "cot", "mcot")
@@ -44,6 +46,7 @@ class RunConfig:
     answer_scale: str = "auto"
     coords: str = "grid1000"
     rescale: str = "none"
+    answer_format: str = "official"  # eval.answers.ANSWER_FORMATS
     chunk_size: int = 256
     data_parallel: int = 1
     dp_rank: int | None = None  # set in data-parallel worker processes
@@ -103,6 +106,8 @@ def protocol_of(cfg: RunConfig, bench: Bench) -> dict:
         "bench_sha256": bench.sha256,
         "answer_scale": bench.answer_scale,
         "image_loading": "qwen_vl_utils.fetch_image",
+        # Recorded only when not official, so an official run's run.json (and its resume check) is unchanged.
+        **({"answer_format": cfg.answer_format} if cfg.answer_format != "official" else {}),
     }
 
 
@@ -113,7 +118,9 @@ def skip_record(index: int, task: str | None, images, reason: str) -> dict:
 # ---------------------------------------------------------------- scoring of records
 
 
-def score_records(records: list[dict], coords: str, rescale: str) -> tuple[list[dict], list[str]]:
+def score_records(
+    records: list[dict], coords: str, rescale: str, answer_format: str = "official"
+) -> tuple[list[dict], list[str]]:
     """Re-score every record from its raw response; returns the scored records and notes."""
     notes: list[str] = []
     answers = [r["answer"] for r in records if not r.get("skipped") and isinstance(r.get("answer"), list)]
@@ -136,9 +143,9 @@ def score_records(records: list[dict], coords: str, rescale: str) -> tuple[list[
             sizes = rec.get(key) or []
             if isinstance(target, int) and 0 <= target < len(sizes):
                 size = sizes[target]
-            elif scoring.parse_box(rec.get("response")) is not None:
+            elif answer_formats.parse_answer(rec.get("response"), answer_format) is not None:
                 unconverted += 1
-        rec.update(scoring.score_response(rec.get("response"), answer, coords, size, rescale))
+        rec.update(scoring.score_response(rec.get("response"), answer, coords, size, rescale, answer_format))
         rec["answer"] = answer
         out.append(rec)
     if unconverted:
@@ -147,6 +154,35 @@ def score_records(records: list[dict], coords: str, rescale: str) -> tuple[list[
             "scored as misses"
         )
     return out, notes
+
+
+def _finite(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _one_line_per_instance(lines: list[tuple[int, dict]], notes: list[str]) -> list[dict]:
+    """The line that counts for each instance: the last one (a retried skip is superseded).
+
+    An instance is its `index` (its position in MIG_data.json, unique across tasks, as in
+    eval/bench.py), so two lines with one index and different tasks cannot come from one
+    run of one bench: refused, naming both lines, rather than one being dropped unseen.
+    """
+    by_index: dict = {}
+    for lineno, rec in lines:
+        idx = rec.get("index")
+        key = idx if isinstance(idx, int) and not isinstance(idx, bool) else f"line{lineno}"
+        if key in by_index:
+            old_line, old = by_index[key]
+            if None not in (old.get("task"), rec.get("task")) and old.get("task") != rec.get("task"):
+                raise ValueError(
+                    f"predictions line {old_line} (task {old.get('task')!r}) and line {lineno} "
+                    f"(task {rec.get('task')!r}) both give instance {idx}; an index names one instance "
+                    "of one bench, so this file mixes runs: score them separately"
+                )
+            if not old.get("skipped"):
+                notes.append(f"line {lineno} replaces line {old_line} for instance {idx}")
+        by_index[key] = (lineno, rec)
+    return [rec for _, rec in by_index.values()]
 
 
 def _validate_prediction(lineno: int, rec: dict) -> str | None:
@@ -159,51 +195,91 @@ def _validate_prediction(lineno: int, rec: dict) -> str | None:
     if rec.get("task") not in tasks.TASK_NAMES:
         return f"line {lineno}: unknown task {rec.get('task')!r}"
     ans = rec.get("answer")
-    if not (isinstance(ans, list) and len(ans) == 4 and all(isinstance(v, (int, float)) for v in ans)):
-        return f"line {lineno}: `answer` must be 4 numbers, got {ans!r}"
+    if not (isinstance(ans, list) and len(ans) == 4 and all(_finite(v) for v in ans)):
+        return f"line {lineno}: `answer` must be 4 numbers (finite), got {ans!r:.120}"
     if not isinstance(rec.get("response", ""), str):
         return f"line {lineno}: `response` must be a string"
     return None
 
 
-def report(out_dir, records: list[dict], context: dict, coords: str, rescale: str) -> dict:
-    """Score records and write all report files; returns metrics."""
-    scored, notes = score_records(records, coords, rescale)
+def report(
+    out_dir, records: list[dict], context: dict, coords: str, rescale: str, answer_format: str = "official"
+) -> dict:
+    """Score records and write all report files; returns metrics (plus per-task answer statistics)."""
+    scored, notes = score_records(records, coords, rescale, answer_format)
     skipped = [
         {"index": r.get("index"), "task": r.get("task"), "reason": r["skipped"]}
         for r in scored
         if r.get("skipped")
     ]
     metrics = scoring.aggregate(r for r in scored if r.get("task") in tasks.TASK_NAMES)
+    stats, stat_notes = answer_formats.answer_stats(
+        (r for r in scored if r.get("task") in tasks.TASK_NAMES), answer_format
+    )
+    for task, extra in stats.items():  # appended after the paper's keys, which stay as they are
+        metrics["tasks"][task].update(extra)
     context = dict(
-        context, coords=coords, rescale=rescale, skipped=skipped, notes=list(context.get("notes", [])) + notes
+        context,
+        coords=coords,
+        rescale=rescale,
+        answer_format=answer_format,
+        skipped=skipped,
+        notes=list(context.get("notes", [])) + notes + stat_notes,
     )
     write_reports(out_dir, metrics, context)
     return metrics
 
 
-def score_file(predictions, out_dir, coords="grid1000", rescale="none", force=False, label=None) -> dict:
-    """`python -m eval score`: metrics from a predictions file alone."""
-    from atomicio import refuse_existing
+def recorded_answer_format(predictions) -> str | None:
+    """The answer format the run.json beside a predictions file records (None: no readable run.json)."""
+    try:
+        run = json.loads((Path(predictions).parent / "run.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    protocol = run.get("protocol") if isinstance(run, dict) else None
+    return protocol.get("answer_format", "official") if isinstance(protocol, dict) else None
+
+
+def score_file(
+    predictions, out_dir, coords="grid1000", rescale="none", force=False, label=None, answer_format=None
+) -> dict:
+    """`python -m eval score`: metrics from a predictions file alone.
+
+    answer_format None means official, unless the run's run.json recorded another one: then the
+    call is refused rather than silently reading think-style answers the official way.
+    """
+    from atomicio import OutputExistsError, ensure_distinct_paths, refuse_existing
 
     out = Path(out_dir)
-    for name in ("metrics.json", "results.md", "metrics.csv", "radar.png"):
+    if out.exists() and not out.is_dir():
+        raise OutputExistsError(f"--output-dir {out} is a file, not a folder")
+    names = ("metrics.json", "results.md", "metrics.csv", "radar.png", "scoring.json")
+    ensure_distinct_paths({"--predictions": predictions} | {f"report {n}": out / n for n in names})
+    for name in names:
         refuse_existing(out / name, force, what="report file")
     if not Path(predictions).is_file():
         raise FileNotFoundError(f"predictions file {predictions} does not exist")
+    recorded = recorded_answer_format(predictions)
+    if answer_format is None:
+        if recorded not in (None, "official"):
+            raise ValueError(
+                f"{predictions} comes from a run made with --answer-format {recorded} (its run.json); "
+                f"pass --answer-format {recorded} to score it that way, or --answer-format official "
+                "to read whole responses"
+            )
+        answer_format = "official"
+    answer_formats.check_format(answer_format)
     raw, problems = read_jsonl(Path(predictions), line_numbers=True)
     records, notes = [], list(problems)
+    if recorded is not None and recorded != answer_format:
+        notes.append(f"scored with --answer-format {answer_format}; the run recorded {recorded}")
     for lineno, rec in raw:
         bad = _validate_prediction(lineno, rec)
         if bad:
             notes.append(f"ignored {bad}")
         else:
-            records.append(rec)
-    # Several lines for one instance (a retried skip): the last one counts.
-    by_index: dict = {}
-    for n, rec in enumerate(records):
-        by_index[rec["index"] if isinstance(rec.get("index"), int) else f"line{n}"] = rec
-    records = list(by_index.values())
+            records.append((lineno, rec))
+    records = _one_line_per_instance(records, notes)
     if not records:
         raise ValueError(f"{predictions} holds no usable prediction ({'; '.join(notes[:3])})")
     context = {
@@ -211,7 +287,7 @@ def score_file(predictions, out_dir, coords="grid1000", rescale="none", force=Fa
         "predictions": str(predictions),
         "notes": notes,
     }
-    return report(out, records, context, coords, rescale)
+    return report(out, records, context, coords, rescale, answer_format)
 
 
 # ---------------------------------------------------------------- generation
@@ -287,7 +363,12 @@ class Generator:
         }
         rec.update(
             scoring.score_response(
-                gen.text, inst.answer, self.cfg.coords, _size_for(rec, self.cfg.coords), self.cfg.rescale
+                gen.text,
+                inst.answer,
+                self.cfg.coords,
+                _size_for(rec, self.cfg.coords),
+                self.cfg.rescale,
+                self.cfg.answer_format,
             )
         )
         return rec
@@ -447,10 +528,15 @@ def run(cfg: RunConfig, argv: list[str] | None = None) -> dict | None:
     if cfg.mode not in MODES:
         raise ValueError(f"unknown mode {cfg.mode!r}; choose from {MODES}")
     P.suffix_text(cfg.format_suffix)
+    answer_formats.check_format(cfg.answer_format)
     if cfg.coords not in scoring.COORDS or cfg.rescale not in scoring.RESCALES:
         raise ValueError(
             f"--coords must be one of {sorted(scoring.COORDS)}, --rescale one of {scoring.RESCALES}"
         )
+    from atomicio import ensure_distinct_paths
+
+    out = Path(cfg.output_dir)
+    ensure_distinct_paths({"--bench": cfg.bench} | {f"--output-dir's {n}": out / n for n in OWN_FILES})
     bench = load_bench(cfg.bench, cfg.image_root, cfg.tasks, cfg.limit, cfg.answer_scale)
     protocol = protocol_of(cfg, bench)
     info = {
@@ -506,7 +592,7 @@ def run(cfg: RunConfig, argv: list[str] | None = None) -> dict | None:
         "incomplete": missing,
         "notes": bench.warnings + store.notes,
     }
-    metrics = report(cfg.output_dir, records, context, cfg.coords, cfg.rescale)
+    metrics = report(cfg.output_dir, records, context, cfg.coords, cfg.rescale, cfg.answer_format)
     if missing or failures:
         raise IncompleteRun(
             f"{missing} instance(s) are not generated yet ({failures} failure(s) this time); "

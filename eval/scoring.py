@@ -8,10 +8,11 @@ scores are kept on purpose and named where they happen.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 
-from eval import tasks
-from eval.parsing import ParsedBox, parse_box
+from eval import answers, tasks
+from eval.parsing import ParsedBox, parse_box  # noqa: F401 - parse_box: part of this module's API
 
 THRESHOLDS = (0.5, 0.3, 0.7)
 METRIC_KEYS = ("n", "acc@0.5", "acc@0.3", "acc@0.7", "miou")
@@ -76,10 +77,23 @@ def iou(gt, pred) -> float:
     return inter / union
 
 
-def score_response(response, answer, coords: str = "grid1000", size=None, rescale: str = "none") -> dict:
-    """Parse, normalise, optionally rescale and compare one response with its answer box."""
-    parsed = parse_box(response)
+def score_response(
+    response,
+    answer,
+    coords: str = "grid1000",
+    size=None,
+    rescale: str = "none",
+    answer_format: str = "official",
+) -> dict:
+    """Parse, normalise, optionally rescale and compare one response with its answer box.
+
+    answer_format "think" parses only the first <answer>...</answer> span (eval.answers)."""
+    parsed = answers.parse_answer(response, answer_format)
+    if parsed is not None and not all(math.isfinite(v) for v in parsed.values):
+        parsed = None  # a 400-digit "integer" is inf: no box (IoU 0), so metrics.json never holds NaN
     box = normalise(parsed, coords, size)
+    if box is not None and not all(math.isfinite(v) for v in box):
+        box = None
     if rescale == "migician" and parsed is not None:
         box = rescale_migician(box, parsed.n_matches)
     elif rescale not in RESCALES:

@@ -36,6 +36,7 @@ def test_every_registered_dataset_loads_in_llamafactory(tiny_model, tmp_path):
     shutil.copy(REPO / "dataset_info.json", dataset_dir / "dataset_info.json")
     common = ["all", "--data-root", str(FIXTURE_ROOT), "--max-reject-rate", "0.5", "--check-images"]
     common += ["--stage1-total", "40", "--stage2-total", "20"]
+    common += ["--traj-sft-size", "12"]  # the fixtures' other samples go to mg_rl
     assert main([*common, "--output-dir", str(dataset_dir / "data")]) == 0
     assert (
         main([*common, "--output-dir", str(dataset_dir / "data" / "demo"), "--mixture-prefix", "demo"]) == 0

@@ -46,7 +46,7 @@ def test_all_then_rerun_skips_everything_then_redoes_only_what_changed(data_root
 
     assert run_all(data_root, out, "--check-images") == 0
     second = capsys.readouterr().out
-    assert second.count("up to date:") == len(SOURCES) + 1
+    assert second.count("up to date:") == len(SOURCES) + 2  # the conversions, the trajectories, the mixtures
     assert mtimes(out) == before
 
     diff = data_root / "MGrounding-630k" / "Difference" / "diff_train_70k.json"
@@ -55,12 +55,17 @@ def test_all_then_rerun_skips_everything_then_redoes_only_what_changed(data_root
     assert run_all(data_root, out, "--check-images") == 0
     third = capsys.readouterr().out
     assert "mg_diff: 1 records read" in third
-    assert third.count("up to date:") == len(SOURCES) - 1  # everything but mg_diff and the mixtures
+    # everything but mg_diff, the trajectory sets built from it, and the mixtures
+    assert third.count("up to date:") == len(SOURCES) - 1
     changed = {p.relative_to(out).as_posix() for p, t in mtimes(out).items() if before.get(p) != t}
     assert changed == {
         "sharegpt/mg_diff.json",
         "rejects/mg_diff.jsonl",
         "reports/mg_diff.json",
+        "sharegpt/mg_traj_sft.json",
+        "sharegpt/mg_rl.json",
+        "rejects/mg_trajectories.jsonl",
+        "reports/mg_trajectories.json",
         "mixtures/migician_stage1.json",
         "mixtures/migician_stage2.json",
         "reports/migician_stage1.report.json",

@@ -1,8 +1,9 @@
 """A reduced `make demo`: every link of the chain, with the real tools, end to end.
 
-Tiny model -> synthetic download -> converters -> LLaMA-Factory stage 1 -> stage 2
--> merge_tool -> vLLM evaluation of four models -> comparison table. A broken link
-anywhere turns this red. The learning claim itself is measured by the full demo.
+Tiny model -> synthetic download -> converters (with the trajectory and RL sets) ->
+LLaMA-Factory stage 1 -> stage 2 -> merge_tool -> trajectory SFT -> TRL GRPO -> vLLM
+evaluation of six models -> comparison table. A broken link anywhere turns this red.
+The learning claims themselves are measured by the full demo.
 """
 
 from __future__ import annotations
@@ -35,18 +36,30 @@ def test_reduced_demo_runs_end_to_end_and_reuses_its_work(tmp_path, eval_python)
         assert sum(task["n"] for task in metrics["tasks"].values()) == len(bench)
         lines = (outputs / name / "predictions.jsonl").read_text().splitlines()
         assert len(lines) == len(bench)
-    for stage in (1, 2):
-        assert (outputs / f"loss_stage{stage}.png").stat().st_size > 0
+    for stage in ("stage1", "stage2", "traj_sft"):
+        assert (outputs / f"loss_{stage}.png").stat().st_size > 0
+    assert (outputs / "grpo_rewards.png").stat().st_size > 0
+    run_json = json.loads((outputs / "grpo" / "run.json").read_text())
+    assert run_json["protocol"]["answer_format"] == "think"
     summary = json.loads((outputs / "summary.json").read_text())
     loss = summary["loss_stage1"]
     assert math.isfinite(loss["last"]) and loss["last"] < loss["first"]
     merged = tmp_path / "saves/demo/merged"
     record = json.loads((merged / "merge_tool_config.json").read_text())
     assert [p.rsplit("/", 1)[-1] for p in record["models"]] == ["stage1", "stage2"]
-    assert "| merged" in first.stdout  # the comparison table was printed
+    assert "| merged" in first.stdout and "| grpo" in first.stdout  # the comparison table was printed
+    rewards = summary["grpo_rewards"]
+    assert {"reward", "rewards/format/mean", "rewards/image/mean", "rewards/iou/mean"} <= set(rewards)
 
     again = run_in(sys.executable, args, timeout=900)
-    for step in ("tiny model: reusing", "stage 1: reusing", "stage 2: reusing", "merge: reusing"):
+    for step in (
+        "tiny model: reusing",
+        "stage1: reusing",
+        "stage2: reusing",
+        "merge: reusing",
+        "traj_sft: reusing",
+        "grpo: reusing",
+    ):
         assert step in again.stdout
     assert again.stdout.count("eval ") >= len(MODELS) and "eval merged: reusing" in again.stdout
 

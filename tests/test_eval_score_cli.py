@@ -83,7 +83,18 @@ def test_score_by_hand(predictions, tmp_path):
             "miou": round(r, 4),
         },
     }
-    assert metrics["tasks"] == expected
+    paper_keys = ["n", "acc@0.5", "acc@0.3", "acc@0.7", "miou"]
+    assert {t: {k: m[k] for k in paper_keys} for t, m in metrics["tasks"].items()} == expected
+    # Answer diagnostics come after the paper's keys: a box parses in 1 of 2 diff answers, in the one
+    # common_object answer, in 1 of 2 region lines (the other is skipped) and in the group_grounding
+    # answer; none names an image as "Image N" or [N-M] ("the third image" is not an index).
+    assert all(list(m)[:5] == paper_keys for m in metrics["tasks"].values())
+    assert {t: (m["well_formed"], m["image_acc"], m["image_named"]) for t, m in metrics["tasks"].items()} == {
+        "diff": (50.0, None, 0),
+        "common_object": (100.0, None, 0),
+        "region": (50.0, None, 0),
+        "group_grounding": (100.0, None, 0),
+    }
     assert metrics["groups"]["spontaneous"] == {
         "n": 3,
         "acc@0.5": 75.0,

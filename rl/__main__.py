@@ -1,0 +1,181 @@
+"""`python -m rl rewards ...`: score saved completions with the RL rewards.
+
+Why subcommands in a table: each subcommand is one `_add_<name>(sub)` function that registers its
+arguments and its handler, so a new one (e.g. `train`) is one function plus one line in build_parser().
+Exit codes: 0 ok, 1 bad input (nothing could be scored), 2 usage (bad options, an output in the
+way), 3 partial (some lines were malformed and were written with an `error` field).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+EXIT_OK, EXIT_BAD_INPUT, EXIT_USAGE, EXIT_PARTIAL = 0, 1, 2, 3
+SCORE_KEYS = ("format", "image", "iou", "total")
+REQUIRED = ("id", "completion", "image_index", "box", "num_images")
+MAX_REPORTED = 20  # malformed lines named on stderr; all of them carry their error in the output
+
+
+class UsageError(ValueError):
+    """Options that cannot work together (exit 2)."""
+
+
+def _score_line(lineno: int, raw: bytes, profile: str, weights) -> tuple[dict, str | None]:
+    """One input line -> (output record, error or None). A malformed line keeps what it held."""
+    from rl import rewards
+
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        text = raw.decode("utf-8", errors="backslashreplace")
+        return {"raw": text, "error": f"line {lineno}: not UTF-8 ({exc.reason})"}, f"line {lineno}: not UTF-8"
+    try:
+        rec = json.loads(text)
+    except ValueError as exc:  # JSONDecodeError, or an integer too long to convert
+        msg = f"line {lineno}: not JSON ({exc})"
+        return {"raw": text.rstrip("\r\n"), "error": msg}, msg
+    if not isinstance(rec, dict):
+        msg = f"line {lineno}: not a JSON object"
+        return {"raw": text.rstrip("\r\n"), "error": msg}, msg
+    missing = [k for k in REQUIRED if k not in rec]
+    if missing:
+        msg = f"line {lineno} (id {rec.get('id')!r}): missing {', '.join(missing)}"
+        return {**rec, "error": msg}, msg
+    try:
+        scores = rewards.score(
+            rec["completion"],
+            image_index=rec["image_index"],
+            box=rec["box"],
+            num_images=rec["num_images"],
+            profile=profile,
+            weights=weights,
+        )
+    except ValueError as exc:
+        msg = f"line {lineno} (id {rec['id']!r}): {exc}"
+        return {**rec, "error": msg}, msg
+    out = {k: v for k, v in rec.items() if k not in SCORE_KEYS and k != "error"}
+    return {**out, **scores}, None
+
+
+def score_jsonl(src: Path, dst: Path, profile: str, weights, force: bool) -> tuple[int, list[str]]:
+    """Score every line of src into dst (atomically, same order); returns (lines scored, problems)."""
+    from atomicio import atomic_file, refuse_existing
+
+    if not src.is_file():
+        raise FileNotFoundError(f"input {src} does not exist")
+    if dst.exists() and os.path.samefile(src, dst):
+        raise UsageError(f"--output {dst} is the input file; write the scores to another file")
+    refuse_existing(dst, force)
+    scored, problems, seen = 0, [], 0
+    with open(src, "rb") as fin, atomic_file(dst) as fout:
+        for lineno, raw in enumerate(fin, start=1):
+            if not raw.strip():
+                continue
+            seen += 1
+            rec, problem = _score_line(lineno, raw, profile, weights)
+            if problem:
+                problems.append(problem)
+            else:
+                scored += 1
+            fout.write(json.dumps(rec, ensure_ascii=False) + "\n")
+        if not seen:
+            raise ValueError(f"input {src} holds no lines to score")  # atomic_file then writes nothing
+    return scored, problems
+
+
+# ---------------------------------------------------------------- subcommands
+
+
+def _rewards(args) -> int:
+    from rl import rewards
+
+    try:
+        weights = rewards.resolve_weights(args.profile, args.weights)
+    except ValueError as exc:
+        raise UsageError(f"--weights: {exc}") from exc
+    scored, problems = score_jsonl(args.input, args.output, args.profile, weights, args.force)
+    for p in problems[:MAX_REPORTED]:
+        print(f"malformed: {p}", file=sys.stderr)
+    if len(problems) > MAX_REPORTED:
+        print(
+            f"... {len(problems) - MAX_REPORTED} more (each has an `error` field in the output)",
+            file=sys.stderr,
+        )
+    print(
+        f"scored {scored} of {scored + len(problems)} line(s) with profile {args.profile} "
+        f"(weights {','.join(f'{w:g}' for w in weights)}) -> {args.output}"
+    )
+    if problems:
+        print(f"{len(problems)} malformed line(s) were written with an `error` field", file=sys.stderr)
+        return EXIT_PARTIAL if scored else EXIT_BAD_INPUT
+    return EXIT_OK
+
+
+def _add_rewards(sub) -> None:
+    from rl.rewards import PROFILES
+
+    p = sub.add_parser("rewards", help="score saved completions (JSONL) with the RL rewards")
+    p.add_argument("--input", required=True, type=Path, help='lines {"id", "completion", "image_index", ...}')
+    p.add_argument("--output", required=True, type=Path, help="the same lines plus format, image, iou, total")
+    p.add_argument("--profile", choices=sorted(PROFILES), default="mirg")
+    p.add_argument("--weights", help="comma-separated, in component order (default: the profile's)")
+    p.add_argument("--force", action="store_true", help="replace an existing --output")
+    p.set_defaults(handler=_rewards)
+
+
+def _train(args) -> int:
+    import logging
+
+    from rl.config import ConfigError
+    from rl.data import RLDataError
+    from rl.train import train
+
+    logging.basicConfig(level=logging.INFO, format="[rl %(asctime)s] %(message)s", datefmt="%H:%M:%S")
+    try:
+        metrics = train(args.recipe, args.overrides)
+    except (ConfigError, RLDataError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    print(json.dumps(metrics, indent=2))
+    return EXIT_OK
+
+
+def _add_train(sub) -> None:
+    p = sub.add_parser("train", help="GRPO with TRL's GRPOTrainer: a recipe plus key=value overrides")
+    p.add_argument("recipe", type=Path, help="e.g. recipes/grpo.yaml")
+    p.add_argument("overrides", nargs="*", help="key=value (TRL GRPOConfig fields or this pack's keys)")
+    p.set_defaults(handler=_train)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m rl", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_rewards(sub)
+    _add_train(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from atomicio import OutputExistsError
+
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse: --help (0) or a usage error (2)
+        return int(exc.code or 0)
+    try:
+        return args.handler(args)
+    except (UsageError, OutputExistsError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except (FileNotFoundError, ValueError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+
+
+if __name__ == "__main__":
+    sys.exit(main())

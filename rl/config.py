@@ -1,0 +1,118 @@
+"""`recipes/grpo.yaml` plus `key=value` overrides -> this pack's RL arguments and TRL's GRPOConfig.
+
+Why: the user interface is LLaMA-Factory's (a YAML recipe, overrides on the
+command line), while the engine is TRL's. Every key is either one of TRL's
+own GRPOConfig fields or one of ours (`RLArguments`); any other key is refused
+by name, so a typo never trains silently with a default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A recipe or override that cannot be used; the message names the key or file."""
+
+
+@dataclasses.dataclass
+class RLArguments:
+    """This pack's keys in recipes/grpo.yaml (everything else is TRL's GRPOConfig)."""
+
+    model_name_or_path: str = "saves/traj_sft"
+    dataset: str = "mg_rl"  # a dataset_info.json name under dataset_dir, or a .json/.jsonl path
+    dataset_dir: str = "."
+    max_samples: int | None = None  # use only the first N RL records (after skipping bad ones)
+    freeze_vision_tower: bool = True  # LLaMA-Factory's meaning: visual.patch_embed and visual.blocks
+    freeze_multi_modal_projector: bool = False  # visual.merger
+    image_max_pixels: int = 401408  # the processor's budget per image (as in the SFT stages)
+    image_min_pixels: int = 3136
+    reward_profile: str = "mirg"  # a name in rl.rewards.PROFILES
+    reward_weights: list[float] | None = None  # one per component; default: the profile's
+    difficulty_weighting: str = "auto"  # auto (the profile's choice), true or false
+    plot: bool = True  # write loss/reward curves into output_dir
+
+
+_FLOAT = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
+
+
+def parse_value(text: str) -> Any:
+    """A command-line value as YAML reads it, except that `1e-5` is a number (YAML 1.1 says string)."""
+    if _FLOAT.match(text.strip()):
+        return int(text) if re.fullmatch(r"[+-]?\d+", text.strip()) else float(text)
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def load_recipe(path: str | Path, overrides: list[str]) -> dict[str, Any]:
+    """The recipe's mapping with `key=value` overrides applied (later ones win)."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except OSError as err:
+        raise ConfigError(f"cannot read recipe {path}: {err.strerror or err}") from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"recipe {path} is not valid YAML: {err}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"recipe {path} must be a mapping of keys to values, not a {type(data).__name__}")
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"override {item!r} is not key=value")
+        data[key.strip()] = parse_value(value)
+    for key, value in list(data.items()):
+        if isinstance(value, str) and _FLOAT.match(value.strip()):
+            data[key] = parse_value(value)  # `learning_rate: 1e-5` in a recipe
+    return data
+
+
+def _coerce(args: RLArguments) -> RLArguments:
+    weights = args.reward_weights
+    if isinstance(weights, str):
+        try:
+            weights = [float(w) for w in weights.strip("[]").split(",") if w.strip()]
+        except ValueError:
+            raise ConfigError(f"reward_weights {args.reward_weights!r} is not a list of numbers") from None
+    elif isinstance(weights, (int, float)):
+        weights = [float(weights)]
+    if weights is not None:
+        if not all(isinstance(w, (int, float)) for w in weights):
+            raise ConfigError(f"reward_weights {weights!r} is not a list of numbers")
+        weights = [float(w) for w in weights]
+    difficulty = str(args.difficulty_weighting).lower()
+    if difficulty not in ("auto", "true", "false"):
+        raise ConfigError(
+            f"difficulty_weighting must be auto, true or false, not {args.difficulty_weighting!r}"
+        )
+    return dataclasses.replace(args, reward_weights=weights, difficulty_weighting=difficulty)
+
+
+def split_config(data: dict[str, Any]):
+    """(RLArguments, GRPOConfig) from one mapping; refuses keys that belong to neither."""
+    from transformers import HfArgumentParser
+    from trl import GRPOConfig
+
+    ours = {f.name for f in dataclasses.fields(RLArguments)}
+    theirs = {f.name for f in dataclasses.fields(GRPOConfig)}
+    unknown = sorted(set(data) - ours - theirs)
+    if unknown:
+        raise ConfigError(
+            f"unknown key(s) {', '.join(unknown)}: neither TRL's GRPOConfig nor this pack's RLArguments "
+            f"({', '.join(sorted(ours))})"
+        )
+    if "output_dir" not in data:
+        raise ConfigError("output_dir is required")
+    rl_args = _coerce(RLArguments(**{k: v for k, v in data.items() if k in ours}))
+    grpo_data = {k: v for k, v in data.items() if k in theirs}
+    try:
+        (grpo_args,) = HfArgumentParser(GRPOConfig).parse_dict(grpo_data, allow_extra_keys=False)
+    except (ValueError, TypeError) as err:
+        raise ConfigError(f"GRPOConfig refused the recipe: {err}") from None
+    return rl_args, grpo_args
