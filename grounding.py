@@ -40,9 +40,10 @@ IMAGE_NAME_RE = re.compile(r"\b(?:image|picture)[ \-]?(\d{1,3})\b", re.IGNORECAS
 
 def to_grid(value: float, size: float) -> int:
     """One pixel coordinate -> the 0-1000 grid: round half up, clamped (the project's one rule)."""
-    if not size > 0 or not math.isfinite(value) or not math.isfinite(size):
+    scaled = value * GRID / size if size > 0 and math.isfinite(size) else math.nan
+    if not math.isfinite(scaled):  # NaN, infinite, or 1e306 that overflows when scaled
         raise ValueError(f"cannot put coordinate {value!r} of a side of {size!r} pixels on the grid")
-    return min(GRID, max(0, math.floor(value * GRID / size + 0.5)))
+    return min(GRID, max(0, math.floor(scaled + 0.5)))
 
 
 def pixel_box_to_grid(box, width: float, height: float) -> tuple[int, int, int, int]:

@@ -232,7 +232,8 @@ def write_reports(out_dir, metrics: dict, context: dict) -> None:
     """Write the five report files atomically into out_dir."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+    # allow_nan=False: a bare NaN is not JSON; scoring never produces one, and this keeps it so.
+    atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2, allow_nan=False) + "\n")
     atomic_write_text(out / "metrics.csv", metrics_csv(metrics))
     atomic_write_text(out / "results.md", results_markdown(metrics, context))
     atomic_write_text(out / "scoring.json", json.dumps(context, indent=2, default=str) + "\n")

@@ -113,3 +113,13 @@ def test_a_signal_during_a_conversion_leaves_no_temporary_file(tmp_path, signum)
     if signum != signal.SIGINT:
         assert proc.returncode == 128 + signum, stderr
     assert sorted(p.name for p in out_dir.iterdir()) == [], stderr  # nothing half-written, nothing left
+
+
+def test_grid_conversion_refuses_overflow_with_value_error():
+    """1e306 * 1000 overflows to infinity: a ValueError naming the value, not an OverflowError."""
+    import grounding
+
+    for value, size in ((1e306, 10.0), (float("nan"), 10.0), (5.0, 0.0), (5.0, float("inf"))):
+        with pytest.raises(ValueError, match="cannot put coordinate"):
+            grounding.to_grid(value, size)
+    assert grounding.to_grid(0.5, 1000.0) == 1 and grounding.to_grid(2.5, 1000.0) == 3  # half up
