@@ -135,9 +135,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _totals(args: argparse.Namespace) -> dict[str, int]:
+    return {stage: getattr(args, f"{stage}_total") for stage in DEFAULT_TOTALS}
+
+
 def _mix_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--stage1-total", type=int, default=DEFAULT_TOTALS["stage1"])
-    p.add_argument("--stage2-total", type=int, default=DEFAULT_TOTALS["stage2"])
+    for stage, total in DEFAULT_TOTALS.items():  # one --<stage>-total per mixture stage of stages.py
+        p.add_argument(f"--{stage}-total", type=int, default=total, help=f"{stage} mixture size ({total:,})")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--mixture-prefix", default="migician")
     p.add_argument(
@@ -219,8 +223,7 @@ def main(argv: list[str] | None = None) -> int:
             return run_all(
                 args.data_root,
                 args.output_dir,
-                stage1_total=args.stage1_total,
-                stage2_total=args.stage2_total,
+                totals=_totals(args),
                 seed=args.seed,
                 prefix=args.mixture_prefix,
                 check_images=args.check_images,
@@ -241,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
                 sources,
                 args.output_dir,
                 args.mixture_prefix,
-                {"stage1": args.stage1_total, "stage2": args.stage2_total},
+                _totals(args),
                 args.seed,
                 allow_missing_categories=args.allow_missing_categories,
                 force=args.force,

@@ -29,7 +29,7 @@ from .convert import write_report
 from .groma import convert_groma
 from .llava import collect_llava_inputs, convert_llava_onevision, convert_m4_instruct
 from .mgrounding import TASK_FILES, convert_mgrounding
-from .mixture import MixtureError, build_mixtures
+from .mixture import DEFAULT_TOTALS, MixtureError, build_mixtures
 from .refcoco import DATASETS as REFCOCO_DATASETS
 from .refcoco import convert_refcoco
 from .report import RejectRateExceeded
@@ -174,8 +174,7 @@ def run_all(
     data_root: str | Path,
     output_dir: str | Path,
     *,
-    stage1_total: int = 1_000_000,
-    stage2_total: int = 200_000,
+    totals: dict[str, int] | None = None,
     seed: int = 0,
     prefix: str = "migician",
     check_images: bool = False,
@@ -237,7 +236,7 @@ def run_all(
         return 1
 
     sources = {step.name: step.outputs[0] for step in steps}
-    totals = {"stage1": stage1_total, "stage2": stage2_total}
+    totals = {**DEFAULT_TOTALS, **(totals or {})}  # one per mixture stage of stages.py
     mix_outputs = [out / "mixtures" / f"{prefix}_{stage}.json" for stage in totals]
     mix = Step(
         f"{prefix} mixtures",

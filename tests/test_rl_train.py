@@ -195,3 +195,20 @@ def test_grpo_refuses_unknown_keys_and_missing_data(eval_python, tmp_path):
         assert proc.returncode == 1, proc.stderr[-2000:]
         assert needle in proc.stderr
         assert "Traceback" not in proc.stderr
+
+
+def test_univg_profile_weighs_groups_by_difficulty(primed, eval_python, tmp_path):
+    """reward_profile=univg: format + IoU only, and exp(1 - mean group IoU) logged as the groups' weights."""
+    import math
+
+    model, rl_set = primed
+    out = tmp_path / "univg"
+    args = ["-m", "rl", "train", "recipes/grpo.yaml", f"model_name_or_path={model}", f"dataset={rl_set}"]
+    run_in(
+        eval_python, [*args, f"output_dir={out}", "max_steps=1", "reward_profile=univg", *CPU], timeout=900
+    )
+    (log,) = [e for e in _state(out)["log_history"] if "loss" in e]
+    assert "rewards/image/mean" not in log and "rewards/format/mean" in log
+    # every group's weight lies in [1, e]; their mean follows the IoU reward's mean only loosely
+    assert 1.0 <= log["difficulty_weight/mean"] <= log["difficulty_weight/max"] <= math.e + 1e-6
+    assert json.loads((out / "train_results.json").read_text())["difficulty_weighting"] is True
