@@ -58,7 +58,7 @@ def test_grpo_recipe_values():
         256,
         0.2,
     )
-    assert r["reward_profile"] == "mirg" and r["reward_weights"] == [1.0, 1.0, 1.0]
+    assert r["reward_profile"] == "mirg" and r["reward_weights"] is None  # the profile's own: 1/1/1
     assert r["freeze_vision_tower"] is True and r["use_vllm"] is False
 
 
