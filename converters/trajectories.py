@@ -493,29 +493,28 @@ def record_items(record: Any, dataset: str) -> list[Item]:
     return items
 
 
-def sft_record(item: Item, writer: TrajectoryWriter, seed: int) -> dict:
-    think = writer.think(item, Random(f"{seed}|{item.sample_id}"))
-    oid = check_trajectory(think, item)
+def _record(item: Item, answer: str) -> dict:
+    """The ShareGPT fields both sets share: the item's images, prompt + suffix, and the gpt turn."""
     return {
         "id": item.sample_id,
         "type": item.type,
         "images": list(item.images),
         "conversations": [
             {"from": "human", "value": item.prompt + PROMPT_SUFFIX},
-            {"from": "gpt", "value": f"<think>{think}</think>{answer_text(oid, item.target.box)}"},
+            {"from": "gpt", "value": answer},
         ],
     }
 
 
+def sft_record(item: Item, writer: TrajectoryWriter, seed: int) -> dict:
+    think = writer.think(item, Random(f"{seed}|{item.sample_id}"))
+    oid = check_trajectory(think, item)
+    return _record(item, f"<think>{think}</think>{answer_text(oid, item.target.box)}")
+
+
 def rl_record(item: Item) -> dict:
     return {
-        "id": item.sample_id,
-        "type": item.type,
-        "images": list(item.images),
-        "conversations": [
-            {"from": "human", "value": item.prompt + PROMPT_SUFFIX},
-            {"from": "gpt", "value": answer_text(reference_id(item), item.target.box)},
-        ],
+        **_record(item, answer_text(reference_id(item), item.target.box)),
         "task": TASKS[item.dataset][0],
         "image_index": item.target.image,
         "box": list(item.target.box),

@@ -33,7 +33,7 @@ def freeze(model, tower: bool, projector: bool) -> dict[str, int]:
     prefixes = (VISION_TOWER if tower else ()) + (PROJECTOR if projector else ())
     frozen = 0
     for name, param in model.named_parameters():
-        if any(f"{p}." in name or name.startswith(f"{p}.") for p in prefixes):
+        if any(f"{p}." in name for p in prefixes):  # visual.* or model.visual.*
             param.requires_grad_(False)
             frozen += 1
     trainable = sum(1 for p in model.parameters() if p.requires_grad)

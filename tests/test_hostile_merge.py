@@ -22,6 +22,7 @@ import pytest
 from safetensors.numpy import load_file, save_file
 
 from tests.conftest import REPO
+from tests.test_merge_tool import cli
 
 ARCH = {"architectures": ["TinyForCausalLM"], "model_type": "tiny"}
 
@@ -41,18 +42,6 @@ def raw_model(folder: Path, header: dict | str, data: bytes) -> Path:
     (folder / "model.safetensors").write_bytes(struct.pack("<Q", len(raw)) + raw + data)
     (folder / "config.json").write_text(json.dumps(ARCH))
     return folder
-
-
-def cli(*args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    return subprocess.run(
-        [sys.executable, "-m", "merge_tool", *args],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
 
 
 def refused(tmp_path: Path, *args: str) -> str:

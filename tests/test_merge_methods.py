@@ -12,9 +12,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +23,7 @@ from merge_tool.config import read_config
 from merge_tool.methods import METHODS
 from merge_tool.methods.sparsify import random_keep
 from merge_tool.plan import plan_spec
-from tests.conftest import REPO
+from tests.test_merge_tool import cli
 
 ARCH = {"architectures": ["TinyForCausalLM"], "model_type": "tiny"}
 
@@ -50,18 +47,6 @@ def run_config(tmp_path: Path, text: str, name: str = "out", **kw) -> dict[str, 
     path = tmp_path / f"{name}.yaml"
     path.write_text(text)
     return run(plan_spec(read_config(path)), tmp_path / name, **kw)
-
-
-def cli(*args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    return subprocess.run(
-        [sys.executable, "-m", "merge_tool", *args],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
 
 
 # ---------------------------------------------------------------- hand-computed
