@@ -53,8 +53,10 @@ BENCH ?= $(DATA_ROOT)/MIG-Bench/MIG_data.json
 BACKEND ?= vllm
 EVAL_OUT ?= outputs/eval/$(notdir $(patsubst %/,%,$(MODEL)))
 EVAL_ARGS ?=
+REFCOCO_ROOT ?= $(DATA_ROOT)
+SUITE ?=
 
-.PHONY: help setup setup-flash-attn test lint format data stage1 stage2 merge traj-sft grpo eval demo clean distclean
+.PHONY: help setup setup-flash-attn test test-unit lint format data stage1 stage2 merge traj-sft grpo eval eval-suite demo clean distclean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -81,6 +83,13 @@ setup-flash-attn: $(TRAIN_STAMP) ## (CUDA only) build flash-attn 2 into .venv
 test: setup ## run the test suite (trains and evaluates tiny models on the CPU)
 	$(TRAIN_PY) -m pytest -q -ra tests
 
+test-unit: | $(TRAIN_PY) ## the fast tests: no model, no LLaMA-Factory, no vLLM (markers in pyproject.toml)
+	$(TRAIN_PY) -m pytest -q -ra --durations=5 -m "not slow and not vllm and not train" tests
+
+# test-unit needs .venv to exist, not to be reinstalled first after an edit of requirements/ or pyproject.toml.
+$(TRAIN_PY):
+	$(MAKE) --no-print-directory $(TRAIN_STAMP)
+
 lint: $(TRAIN_STAMP) ## ruff lint and format check
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
@@ -90,9 +99,14 @@ format: $(TRAIN_STAMP) ## ruff format and autofix
 	$(VENV)/bin/ruff check --fix .
 
 # ---- the real pipeline -----------------------------------------------------------------
-data: $(TRAIN_STAMP) ## convert DATA_ROOT into data/ and build both mixtures (CHECK_IMAGES=1 decodes every image)
+data: $(TRAIN_STAMP) ## convert DATA_ROOT into DATA_OUT (data/), build both mixtures, write DATA_OUT/dataset_info.json (CHECK_IMAGES=1 decodes every image)
 	@test -n "$(DATA_ROOT)" || { echo "usage: make data DATA_ROOT=/path/holding/MGrounding-630k"; exit 2; }
 	$(TRAIN_PY) -m converters all --data-root $(DATA_ROOT) --output-dir $(DATA_OUT) $(if $(CHECK_IMAGES),--check-images)
+
+# Training reads the registry `make data` wrote beside the data: dataset_dir=$(DATA_OUT) (a later
+# dataset_dir=... in TRAIN_ARGS/RL_ARGS wins). need_registry(target, extra args) stops with the command to run.
+train_dataset_dir = $(lastword $(patsubst dataset_dir=%,%,$(filter dataset_dir=%,dataset_dir=$(DATA_OUT) $(1))))
+need_registry = @test -f $(call train_dataset_dir,$(2))/dataset_info.json || { echo "make $(1): no dataset registry in $(call train_dataset_dir,$(2))/ (dataset_info.json); build it with: make data DATA_ROOT=/path/holding/MGrounding-630k DATA_OUT=$(call train_dataset_dir,$(2))" >&2; exit 2; }
 
 # Distributed launch: LLaMA-Factory's launcher runs torchrun when FORCE_TORCHRUN=1.
 # The per-device batch and accumulation keep the global batch at $(GLOBAL_BATCH).
@@ -114,11 +128,13 @@ RL_CPU_ARGS = $(if $(filter cpu,$(DEVICE)),use_cpu=true bf16=false deepspeed=nul
 
 stage1: $(STAGE1_OUT)/all_results.json ## stage 1 (1M examples); resumes from the last checkpoint if interrupted
 $(STAGE1_OUT)/all_results.json: | $(TRAIN_STAMP)
-	$(call train_stage,recipes/stage1.yaml,model_name_or_path=$(BASE_MODEL) output_dir=$(STAGE1_OUT),$(GLOBAL_BATCH))
+	$(call need_registry,stage1,$(TRAIN_ARGS))
+	$(call train_stage,recipes/stage1.yaml,model_name_or_path=$(BASE_MODEL) output_dir=$(STAGE1_OUT) dataset_dir=$(DATA_OUT),$(GLOBAL_BATCH))
 
 stage2: $(STAGE2_OUT)/all_results.json ## stage 2 (200k examples) from stage 1's weights
 $(STAGE2_OUT)/all_results.json: $(STAGE1_OUT)/all_results.json | $(TRAIN_STAMP)
-	$(call train_stage,recipes/stage2.yaml,model_name_or_path=$(STAGE1_OUT) output_dir=$(STAGE2_OUT) learning_rate=$(LR2),$(GLOBAL_BATCH))
+	$(call need_registry,stage2,$(TRAIN_ARGS))
+	$(call train_stage,recipes/stage2.yaml,model_name_or_path=$(STAGE1_OUT) output_dir=$(STAGE2_OUT) dataset_dir=$(DATA_OUT) learning_rate=$(LR2),$(GLOBAL_BATCH))
 
 merge: $(MERGED_OUT)/config.json ## average stage 1 and stage 2 (uniform weights) into saves/merged
 $(MERGED_OUT)/config.json: $(STAGE1_OUT)/all_results.json $(STAGE2_OUT)/all_results.json | $(TRAIN_STAMP)
@@ -126,18 +142,27 @@ $(MERGED_OUT)/config.json: $(STAGE1_OUT)/all_results.json $(STAGE2_OUT)/all_resu
 
 traj-sft: $(TRAJ_OUT)/all_results.json ## MIRG-RL trajectory SFT from BASE_MODEL (e.g. saves/merged); resumable
 $(TRAJ_OUT)/all_results.json: | $(TRAIN_STAMP)
-	$(call train_stage,recipes/traj_sft.yaml,model_name_or_path=$(BASE_MODEL) output_dir=$(TRAJ_OUT),$(TRAJ_GLOBAL_BATCH))
+	$(call need_registry,traj-sft,$(TRAIN_ARGS))
+	$(call train_stage,recipes/traj_sft.yaml,model_name_or_path=$(BASE_MODEL) output_dir=$(TRAJ_OUT) dataset_dir=$(DATA_OUT),$(TRAJ_GLOBAL_BATCH))
 
 grpo: $(GRPO_OUT)/train_results.json ## GRPO (TRL) on the RL set from saves/traj_sft; resumes from its last checkpoint
 $(GRPO_OUT)/train_results.json: $(TRAJ_OUT)/all_results.json | $(EVAL_STAMP)
+	$(call need_registry,grpo,$(RL_ARGS))
 	@split="$(call batch_split,$(GRPO_GLOBAL_BATCH),8)"; test -n "$$split" || exit 2; set -- $$split; \
 	echo "GRPO global batch $(GRPO_GLOBAL_BATCH) completions = $$1 per device x $$2 accumulation x $$(( $(NGPUS) * $(NNODES) ))"; \
-	$(RL_LAUNCH) train recipes/grpo.yaml model_name_or_path=$(TRAJ_OUT) output_dir=$(GRPO_OUT) \
+	$(RL_LAUNCH) train recipes/grpo.yaml model_name_or_path=$(TRAJ_OUT) output_dir=$(GRPO_OUT) dataset_dir=$(DATA_OUT) \
 		per_device_train_batch_size=$$1 gradient_accumulation_steps=$$2 $(RL_CPU_ARGS) $(RL_ARGS)
 
 eval: $(EVAL_STAMP) ## score MODEL on MIG-Bench (BENCH=.../MIG_data.json, BACKEND=vllm|hf|openai)
 	@test -n "$(MODEL)" || { echo "usage: make eval MODEL=saves/merged BENCH=/path/MIG-Bench/MIG_data.json"; exit 2; }
 	$(EVAL_PY) -m eval run --model $(MODEL) --bench $(BENCH) --backend $(BACKEND) --output-dir $(EVAL_OUT) $(EVAL_ARGS)
+
+eval-suite: $(EVAL_STAMP) ## the paper's tables for MODEL: SUITE=mig,refcoco,multi-image (BENCH=, REFCOCO_ROOT=, muirbench= blink= mantis=; no data: skipped)
+	@test -n "$(MODEL)" || { echo "usage: make eval-suite MODEL=saves/merged [SUITE=mig,refcoco] [BENCH=...] [REFCOCO_ROOT=...]"; exit 2; }
+	$(EVAL_PY) -m eval suite --model $(MODEL) --backend $(BACKEND) --output-dir $(EVAL_OUT) \
+		$(if $(SUITE),--suite $(SUITE)) $(if $(wildcard $(BENCH)),--mig-bench $(BENCH)) \
+		$(if $(wildcard $(REFCOCO_ROOT)),--refcoco-root $(REFCOCO_ROOT)) \
+		$(foreach b,muirbench blink mantis,$(if $($(b)),--$(b) $($(b)))) $(EVAL_ARGS)
 
 # ---- the CPU demo ----------------------------------------------------------------------
 demo: setup ## the whole pipeline on this machine with a tiny model (reuses what is built)

@@ -1,33 +1,39 @@
-"""Command line: `python -m converters {mgrounding,refcoco,llava-onevision,m4-instruct,groma,mix,
-trajectories,all,registry}`.
+"""Command line: `python -m converters <source>|mix|trajectories|all|registry`.
 
-Exit codes: 0 done; 1 bad input or refused output (message names the file);
-3 more records rejected than --max-reject-rate allows (output not written,
-rejects written); 2 usage errors (argparse).
+The source subcommands (mgrounding, refcoco, llava-onevision, m4-instruct, groma) come from the
+sources table (sources.py). Exit codes are cli.py's: 0 done; 1 bad input or a refused output (the
+message names the file), including more rejected records than --max-reject-rate allows (output
+not written, rejects written); 2 usage (argparse); 3 partial: `all` kept some steps' outputs but
+not every one (fix what the error names and rerun); 130 Ctrl-C, 128+N on SIGTERM/SIGHUP.
 """
 
 from __future__ import annotations
 
 import argparse
+import re
 import sys
+from functools import partial
 from pathlib import Path
 
 from atomicio import atomic_write_text, ensure_distinct_paths, exit_on_signals, refuse_existing
+from cli import EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_OK, EXIT_PARTIAL, fail, prog_name, setup_logging
+from stages import mixture_stages
 
+from . import sources as source_table
+from .composition import DEFAULT_PATH as DEFAULT_MIXTURES
+from .composition import CompositionError, load_composition
 from .convert import write_report
-from .groma import convert_groma
-from .llava import convert_llava_onevision, convert_m4_instruct
-from .mgrounding import convert_mgrounding
-from .mixture import CATEGORIES, DEFAULT_TOTALS, MixtureError, build_mixtures
-from .pipeline import run_all
-from .refcoco import DATASETS as REFCOCO_DATASETS
-from .refcoco import convert_refcoco
+from .mixture import MixtureError, build_mixtures, format_report
+from .pipeline import RunResult, run_all
 from .registry import dataset_info_text
 from .report import RejectRateExceeded
+from .sources import Converter
 from .streaming import InvalidJSONError
 from .trajectories import DEFAULT_SIZES as TRAJ_SIZES
 from .trajectories import WRITERS as TRAJ_WRITERS
 from .trajectories import build_trajectories
+
+PROG = "python -m converters"  # the default prefix; `migician-convert` when run as that script
 
 
 def _rate(text: str) -> float:
@@ -35,6 +41,19 @@ def _rate(text: str) -> float:
     if not 0.0 <= value <= 1.0:
         raise argparse.ArgumentTypeError("must be between 0 and 1")
     return value
+
+
+def _count(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError("must be 0 or more")
+    return value
+
+
+def _prefix(text: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}", text):
+        raise argparse.ArgumentTypeError("must be letters, digits, _ or - (it names files and datasets)")
+    return text
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -54,46 +73,45 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--force", action="store_true", help="overwrite existing outputs")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m converters", description=__doc__.splitlines()[0])
+def _mix_options(p: argparse.ArgumentParser) -> None:
+    try:
+        defaults = load_composition().totals
+    except CompositionError:  # reported when the command runs; --help still works
+        defaults = {}
+    for stage in mixture_stages():  # one --<stage>-total per mixture stage of stages.py
+        total = f"{defaults[stage]:,}" if stage in defaults else "its total"
+        p.add_argument(f"--{stage}-total", type=_count, help=f"{stage} mixture size (default: {total})")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--mixture-prefix", type=_prefix, default="migician", help="mixture and dataset names")
+    p.add_argument(
+        "--mixtures",
+        type=Path,
+        help=f"the mixture composition, Table 12 (default: {DEFAULT_MIXTURES.parent.name}/{DEFAULT_MIXTURES.name})",
+    )
+    p.add_argument(
+        "--allow-missing-categories",
+        action="store_true",
+        help="spread a category with no source over the others instead of failing",
+    )
+
+
+def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
+    parser.set_defaults(prog=prog)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("mgrounding", help="one MGrounding-630k JSON file")
-    p.add_argument("--input", required=True, type=Path)
-    p.add_argument("--image-root", required=True, type=Path, help="folder holding MGrounding-630k/")
-    _common(p)
+    for converter in source_table.converters():
+        p = sub.add_parser(converter.cli, help=converter.help)
+        converter.add_options(p)
+        _common(p)
+        p.set_defaults(handler=partial(_convert, converter))
 
-    p = sub.add_parser("refcoco", help="RefCOCO / RefCOCO+ / RefCOCOg (refer layout), train split")
-    p.add_argument("--dataset", required=True, choices=sorted(REFCOCO_DATASETS))
-    p.add_argument("--refs", required=True, type=Path, help="refs(unc).p or refs(umd).p")
-    p.add_argument("--instances", required=True, type=Path, help="instances.json (COCO format)")
-    p.add_argument("--image-dir", required=True, type=Path, help="COCO train2014 images")
-    p.add_argument("--split", default="train")
-    _common(p)
-
-    p = sub.add_parser("llava-onevision", help="LLaVA-OneVision parquet and/or JSON files")
-    p.add_argument("--input", required=True, nargs="+", type=Path, help="files or folders")
-    p.add_argument("--image-dir", type=Path, help="where embedded parquet images are written (once)")
-    p.add_argument(
-        "--image-root", type=Path, help="JSON `image` paths are relative to this (default: JSON's folder)"
-    )
-    _common(p)
-
-    p = sub.add_parser("m4-instruct", help="M4-Instruct m4_instruct_annotations.json")
-    p.add_argument("--input", required=True, type=Path)
-    p.add_argument("--image-root", type=Path, help="default: the annotation file's folder")
-    _common(p)
-
-    p = sub.add_parser("groma", help="Groma-Instruct groma_instruct.json")
-    p.add_argument("--input", required=True, type=Path)
-    p.add_argument("--image-root", required=True, type=Path, help="Visual Genome images folder")
-    _common(p)
-
-    p = sub.add_parser("mix", help="stage-1 and stage-2 mixtures from converted files (paper Table 12)")
+    p = sub.add_parser("mix", help="the stage mixtures from converted files (paper Table 12)")
     p.add_argument("--sharegpt-dir", required=True, type=Path, help="folder of <dataset>.json files")
     p.add_argument("--output-dir", required=True, type=Path)
     _mix_options(p)
     p.add_argument("--force", action="store_true")
+    p.set_defaults(handler=_mix)
 
     p = sub.add_parser(
         "trajectories", help="MIRG-RL trajectory-SFT and RL sets from converted MGrounding files"
@@ -113,8 +131,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rejects", type=Path, help="default OUTPUT_DIR/mg_trajectories.rejects.jsonl")
     p.add_argument("--report", type=Path, help="default OUTPUT_DIR/mg_trajectories.report.json")
     p.add_argument("--force", action="store_true", help="overwrite existing outputs")
+    p.set_defaults(handler=_trajectories)
 
-    p = sub.add_parser("all", help="convert every source under DATA_ROOT, then mix (skips up-to-date steps)")
+    p = sub.add_parser(
+        "all",
+        help="convert every source under DATA_ROOT, mix, register in OUT/dataset_info.json "
+        "(skips up-to-date steps)",
+    )
     p.add_argument("--data-root", required=True, type=Path)
     p.add_argument("--output-dir", required=True, type=Path)
     _mix_options(p)
@@ -126,32 +149,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--traj-writer", choices=sorted(TRAJ_WRITERS), default="template", help="reasoning phrasings"
     )
-    p.add_argument("--force", action="store_true", help="redo every step and overwrite")
+    p.add_argument(
+        "--force", action="store_true", help="redo every step, overwrite, replace edited registry entries"
+    )
+    p.set_defaults(handler=_all)
 
     p = sub.add_parser("registry", help="write (or --check) the repository's dataset_info.json")
     p.add_argument("--output", type=Path, default=Path("dataset_info.json"))
     p.add_argument("--check", action="store_true", help="exit 1 if the file differs from the generated one")
     p.add_argument("--force", action="store_true")
+    p.set_defaults(handler=_registry)
     return parser
 
 
 def _totals(args: argparse.Namespace) -> dict[str, int]:
-    return {stage: getattr(args, f"{stage}_total") for stage in DEFAULT_TOTALS}
+    """The --<stage>-total values given (the others come from the mixtures file)."""
+    totals = {stage: getattr(args, f"{stage}_total") for stage in mixture_stages()}
+    return {stage: total for stage, total in totals.items() if total is not None}
 
 
-def _mix_options(p: argparse.ArgumentParser) -> None:
-    for stage, total in DEFAULT_TOTALS.items():  # one --<stage>-total per mixture stage of stages.py
-        p.add_argument(f"--{stage}-total", type=int, default=total, help=f"{stage} mixture size ({total:,})")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--mixture-prefix", default="migician")
-    p.add_argument(
-        "--allow-missing-categories",
-        action="store_true",
-        help="spread a category with no source over the others instead of failing",
-    )
-
-
-def _convert(args: argparse.Namespace) -> int:
+def _convert(converter: Converter, args: argparse.Namespace) -> int:
     rejects = args.rejects or args.output.with_name(args.output.stem + ".rejects.jsonl")
     options = {
         "output": args.output,
@@ -161,38 +178,25 @@ def _convert(args: argparse.Namespace) -> int:
         "image_cache": args.image_cache,
         "max_reject_rate": args.max_reject_rate,
         "force": args.force,
+        "require_images": converter.needs_images,
     }
     # Every path this command reads or writes is a different file, checked before any work (even --force).
-    flags = ("input", "refs", "instances", "output", "report", "image_cache")
+    flags = (*converter.input_flags, "output", "report", "image_cache")
     paths = {f"--{flag.replace('_', '-')}": getattr(args, flag, None) for flag in flags}
     ensure_distinct_paths({**paths, "--rejects": rejects})
     if args.report is not None:
         refuse_existing(args.report, args.force, "report")
     try:
-        if args.command == "mgrounding":
-            report = convert_mgrounding(args.input, args.image_root, **options)
-        elif args.command == "refcoco":
-            report = convert_refcoco(
-                args.refs, args.instances, args.image_dir, name=args.dataset, split=args.split, **options
-            )
-        elif args.command == "llava-onevision":
-            report = convert_llava_onevision(
-                args.input, image_dir=args.image_dir, image_root=args.image_root, **options
-            )
-        elif args.command == "m4-instruct":
-            report = convert_m4_instruct(args.input, args.image_root or args.input.parent, **options)
-        else:
-            report = convert_groma(args.input, args.image_root, **options)
+        report = converter.run(args, options)
     except RejectRateExceeded as err:
         print(err.report.summary(), file=sys.stderr)
         if args.report is not None:
             write_report(err.report, args.report)
-        print(f"error: {err}", file=sys.stderr)
-        return 3
+        return fail(args.prog, err, EXIT_BAD_INPUT)
     print(report.summary())
     if args.report is not None:
         write_report(report, args.report)
-    return 0
+    return EXIT_OK
 
 
 def _trajectories(args: argparse.Namespace) -> int:
@@ -212,58 +216,92 @@ def _trajectories(args: argparse.Namespace) -> int:
     )
     print(report.summary())
     write_report(report, report_path)
-    return 0
+    return EXIT_OK
+
+
+def _mix(args: argparse.Namespace) -> int:
+    composition = load_composition(args.mixtures)
+    known = source_table.SOURCES
+    sources = {p.stem: p for p in sorted(args.sharegpt_dir.glob("*.json")) if p.stem in known}
+    reports = build_mixtures(
+        sources,
+        args.output_dir,
+        args.mixture_prefix,
+        _totals(args),
+        args.seed,
+        allow_missing_categories=args.allow_missing_categories,
+        force=args.force,
+        composition=composition,
+    )
+    for report in reports:
+        print(format_report(report))
+    return EXIT_OK
+
+
+def _summary(result: RunResult) -> str:
+    line = f"all: {len(result.ran)} step(s) run, {len(result.up_to_date)} already up to date"
+    if result.failed:
+        line += f", {len(result.failed)} failed ({', '.join(result.failed)})"
+    if result.registry is not None:
+        line += (
+            f"; {len(result.registered)} datasets in {result.registry} "
+            f"(train with dataset_dir={result.registry.parent})"
+        )
+    return line
+
+
+def _all(args: argparse.Namespace) -> int:
+    result = run_all(
+        args.data_root,
+        args.output_dir,
+        totals=_totals(args),
+        seed=args.seed,
+        prefix=args.mixture_prefix,
+        check_images=args.check_images,
+        workers=args.workers,
+        max_reject_rate=args.max_reject_rate,
+        allow_missing_categories=args.allow_missing_categories,
+        traj_sft_size=args.traj_sft_size,
+        rl_size=args.rl_size,
+        traj_writer=args.traj_writer,
+        mixtures=args.mixtures,
+        force=args.force,
+    )
+    print(_summary(result))
+    if result.error is None:
+        return EXIT_OK
+    return fail(args.prog, result.error, EXIT_PARTIAL if result.kept_some else EXIT_BAD_INPUT)
+
+
+def _registry(args: argparse.Namespace) -> int:
+    text = dataset_info_text()
+    if args.check:
+        if args.output.is_file() and args.output.read_text(encoding="utf-8") == text:
+            print(f"{args.output} is up to date")
+            return EXIT_OK
+        return fail(
+            args.prog, f"{args.output} is out of date; regenerate it with `{args.prog} registry --force`"
+        )
+    refuse_existing(args.output, args.force)
+    atomic_write_text(args.output, text)
+    print(f"wrote {args.output}")
+    return EXIT_OK
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    prog = prog_name("converters", "migician-convert")
+    try:
+        args = build_parser(prog).parse_args(argv)
+    except SystemExit as done:  # --help (0) or a usage error (2), printed by argparse
+        return int(done.code or 0)
+    setup_logging("converters")
     exit_on_signals()  # SIGTERM/SIGHUP unwind like Ctrl-C: no temporary files are left behind
     try:
-        if args.command == "all":
-            return run_all(
-                args.data_root,
-                args.output_dir,
-                totals=_totals(args),
-                seed=args.seed,
-                prefix=args.mixture_prefix,
-                check_images=args.check_images,
-                workers=args.workers,
-                max_reject_rate=args.max_reject_rate,
-                allow_missing_categories=args.allow_missing_categories,
-                traj_sft_size=args.traj_sft_size,
-                rl_size=args.rl_size,
-                traj_writer=args.traj_writer,
-                force=args.force,
-            )
-        if args.command == "trajectories":
-            return _trajectories(args)
-        if args.command == "mix":
-            known = {s for sources in CATEGORIES.values() for s in sources}
-            sources = {p.stem: p for p in sorted(args.sharegpt_dir.glob("*.json")) if p.stem in known}
-            build_mixtures(
-                sources,
-                args.output_dir,
-                args.mixture_prefix,
-                _totals(args),
-                args.seed,
-                allow_missing_categories=args.allow_missing_categories,
-                force=args.force,
-            )
-            return 0
-        if args.command == "registry":
-            text = dataset_info_text()
-            if args.check:
-                same = args.output.is_file() and args.output.read_text(encoding="utf-8") == text
-                print(f"{args.output} is {'up to date' if same else 'out of date'}")
-                return 0 if same else 1
-            refuse_existing(args.output, args.force)
-            atomic_write_text(args.output, text)
-            print(f"wrote {args.output}")
-            return 0
-        return _convert(args)
+        return args.handler(args)
     except (InvalidJSONError, OSError, MixtureError, ValueError) as err:  # OutputExistsError is an OSError
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+        return fail(prog, err, EXIT_BAD_INPUT)
+    except KeyboardInterrupt:
+        return fail(prog, "interrupted; finished steps are kept, rerun to go on", EXIT_INTERRUPTED)
 
 
 if __name__ == "__main__":

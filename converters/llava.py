@@ -201,6 +201,7 @@ def convert_llava_onevision(
     image_root: str | os.PathLike | None = None,
     base: str | os.PathLike | None = None,
     name: str = "llava_onevision",
+    require_images: bool = False,
     **options,
 ) -> ConversionReport:
     """Convert LLaVA-OneVision parquet and/or JSON files into one ShareGPT file.
@@ -236,7 +237,7 @@ def convert_llava_onevision(
         rejects,
         name=name,
         inputs=files,
-        require_images=False,
+        require_images=require_images,
         **options,
     )
     if stats.written or stats.present:
@@ -252,6 +253,7 @@ def convert_m4_instruct(
     output: str | os.PathLike,
     rejects: str | os.PathLike,
     name: str = "m4_instruct",
+    require_images: bool = False,
     **options,
 ) -> ConversionReport:
     """M4-Instruct's annotation JSON (`image`: list of paths relative to `image_root`)."""
@@ -262,6 +264,6 @@ def convert_m4_instruct(
         output,
         rejects,
         name=name,
-        require_images=False,
+        require_images=require_images,
         **options,
     )

@@ -34,6 +34,7 @@ def convert_mgrounding(
     output: str | os.PathLike,
     rejects: str | os.PathLike,
     name: str | None = None,
+    require_images: bool = True,
     **options,
 ) -> ConversionReport:
     """Convert one MGrounding JSON file; image paths are taken relative to `image_root`
@@ -46,7 +47,7 @@ def convert_mgrounding(
         output,
         rejects,
         name=name or input_path.stem,
-        require_images=True,
+        require_images=require_images,
         resolve=make_resolver(image_root),
         default_type=input_path.stem,
         **options,

@@ -3,8 +3,10 @@
 Why: the paper trains on fixed category shares (stage 1, 1,000,000 examples:
 LLaVA-OneVision 17%, RefCOCO family + Groma-Instruct 13%, M4-Instruct 16%,
 MGrounding stage-1 tasks 54%; stage 2, 200,000: 9/7/8/27 and MGrounding
-free-form 49%). How it split a category among its sources is not published;
-here each category is split among its sources in proportion to their sizes.
+free-form 49%), read from recipes/mixtures.yaml (composition.py); a category's
+sources are the sources table's (sources.py). How the paper split a category
+among its sources is not published; here each category is split among its
+sources in proportion to their sizes.
 
 Counts are exact: categories get largest-remainder shares of the total, and
 sources largest-remainder shares of their category, so every source is within
@@ -12,7 +14,7 @@ sources largest-remainder shares of their category, so every source is within
 a generator seeded by (seed, source name); a stage takes a prefix of that
 order, so the smaller stage-2 selection is a subset of stage 1's ("reused",
 as the paper says). A source shorter than its share is repeated whole as
-often as needed (with a printed warning). The mixture order is shuffled with
+often as needed (with a logged warning). The mixture order is shuffled with
 (seed, stage). Same inputs and seed give byte-identical files.
 """
 
@@ -20,8 +22,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import random
-import sys
 from array import array
 from collections import Counter
 from fractions import Fraction
@@ -31,28 +33,11 @@ from typing import Any
 from tqdm import tqdm
 
 from atomicio import atomic_file, ensure_distinct_paths, refuse_existing
-from stages import mixture_stages
 
+from .composition import Composition, load_composition
 from .streaming import InvalidJSONError, RecordWriter, index_record_lines
 
-CATEGORIES: dict[str, tuple[str, ...]] = {
-    "s_understanding": ("llava_onevision",),
-    "s_grounding": ("refcoco", "refcoco_plus", "refcocog", "groma_instruct"),
-    "m_understanding": ("m4_instruct",),
-    "m_grounding_stage1": (
-        "mg_common",
-        "mg_diff",
-        "mg_group_grounding",
-        "mg_object_tracking",
-        "mg_referring",
-        "mg_region",
-    ),
-    "m_grounding_free_form": ("mg_free_form",),
-}
-
-# Table 12, in percent of the stage total, and each mixture's default size: from the stage table.
-STAGES: dict[str, dict[str, int]] = {name: dict(s.mixture) for name, s in mixture_stages().items()}
-DEFAULT_TOTALS = {name: s.default_total for name, s in mixture_stages().items()}
+log = logging.getLogger(__name__)
 
 
 class MixtureError(ValueError):
@@ -89,16 +74,21 @@ def select(seed: int, source: str, size: int, count: int) -> list[int]:
 
 
 def plan_stage(
-    stage: str, total: int, sizes: dict[str, int], allow_missing_categories: bool = False
+    stage: str,
+    total: int,
+    sizes: dict[str, int],
+    allow_missing_categories: bool = False,
+    composition: Composition | None = None,
 ) -> tuple[dict[str, int], dict[str, int], list[str]]:
     """Counts per category and per source for one stage; warnings for missing categories."""
-    shares = dict(STAGES[stage])
+    comp = composition or load_composition()
+    shares = dict(comp.stages[stage].shares)
     warnings: list[str] = []
     for category in list(shares):
-        present = [s for s in CATEGORIES[category] if sizes.get(s, 0) > 0]
+        present = [s for s in comp.sources(category) if sizes.get(s, 0) > 0]
         if not present:
             message = (
-                f"{stage}: category {category} has none of its sources ({', '.join(CATEGORIES[category])})"
+                f"{stage}: category {category} has none of its sources ({', '.join(comp.sources(category))})"
             )
             if not allow_missing_categories:
                 raise MixtureError(message + "; convert them first or pass --allow-missing-categories")
@@ -108,7 +98,7 @@ def plan_stage(
     per_category = apportion(total, shares)
     per_source: dict[str, int] = {}
     for category, count in per_category.items():
-        present = {s: sizes[s] for s in CATEGORIES[category] if sizes.get(s, 0) > 0}
+        present = {s: sizes[s] for s in comp.sources(category) if sizes.get(s, 0) > 0}
         per_source.update(apportion(count, present))
     return per_category, per_source, warnings
 
@@ -177,6 +167,7 @@ def build_mixture(
     force: bool = False,
     indexes: dict[str, Any] | None = None,
     out: RecordWriter | None = None,
+    composition: Composition | None = None,
 ) -> dict[str, Any]:
     """Write one stage's mixture; return its report (counts per category, source and type).
 
@@ -185,12 +176,13 @@ def build_mixture(
     not a record (the caller drops those lines from `indexes` and builds again).
     """
     refuse_existing(output, force)
+    comp = composition or load_composition()
     indexes = indexes if indexes is not None else {}
     for name, path in sorted(sources.items()):
         if name not in indexes:
             indexes[name] = index_record_lines(path)
     sizes = {name: len(indexes[name][0]) for name in sources}
-    per_category, per_source, warnings = plan_stage(stage, total, sizes, allow_missing_categories)
+    per_category, per_source, warnings = plan_stage(stage, total, sizes, allow_missing_categories, comp)
 
     picks: list[tuple[int, int]] = []
     names = sorted(per_source)
@@ -211,14 +203,14 @@ def build_mixture(
     else:
         types = _write_picks(names, sources, indexes, picks, out, output.name)
 
-    shares = STAGES[stage]
+    shares = comp.stages[stage].shares
     return {
         "stage": stage,
         "output": str(output),
         "total": len(picks),
         "seed": seed,
         "categories": {
-            c: {"percent": shares[c], "count": n, "sources": [s for s in CATEGORIES[c] if s in per_source]}
+            c: {"percent": shares[c], "count": n, "sources": [s for s in comp.sources(c) if s in per_source]}
             for c, n in per_category.items()
         },
         "sources": {
@@ -295,44 +287,50 @@ def build_mixtures(
     sources: dict[str, Path],
     output_dir: Path,
     prefix: str,
-    totals: dict[str, int],
+    totals: dict[str, int] | None = None,
     seed: int = 0,
     report_dir: Path | None = None,
     allow_missing_categories: bool = False,
     force: bool = False,
+    composition: Composition | None = None,
 ) -> list[dict[str, Any]]:
-    """Both stages from the same source files (indexed once); reports printed and written as JSON.
+    """Every mixture stage from the same source files (indexed once); reports returned and written.
 
     Every stage is planned and built before any file is published, so a stage that fails
     leaves no earlier stage's mixture or report behind for the rerun to trip over. A source
     line that is not a record (malformed JSON, a lone surrogate) is skipped and named (file,
     line, reason) in the reports; the stage is then rebuilt without it, so counts stay exact.
+    Warnings (upsampling, missing categories, skipped lines) are logged; `totals` defaults to
+    the composition's (recipes/mixtures.yaml).
     """
+    comp = composition or load_composition()
+    stages = comp.stages  # the stages to build, in training order
+    totals = {**comp.totals, **(totals or {})}
     report_dir = report_dir or output_dir
-    outputs = {stage: output_dir / f"{prefix}_{stage}.json" for stage in STAGES}
-    report_paths = {stage: report_dir / f"{prefix}_{stage}.report.json" for stage in STAGES}
+    outputs = {stage: output_dir / f"{prefix}_{stage}.json" for stage in stages}
+    report_paths = {stage: report_dir / f"{prefix}_{stage}.report.json" for stage in stages}
     ensure_distinct_paths(
         {"--sharegpt-dir source": list(sources.values())}
-        | {f"{stage} mixture": outputs[stage] for stage in STAGES}
-        | {f"{stage} report": report_paths[stage] for stage in STAGES}
+        | {f"{stage} mixture": outputs[stage] for stage in stages}
+        | {f"{stage} report": report_paths[stage] for stage in stages}
     )
-    for stage in STAGES:
+    for stage in stages:
         refuse_existing(outputs[stage], force)
         refuse_existing(report_paths[stage], force, "mixture report")
     skipped: list[dict] = []
     indexes = {name: _index_source(name, path, skipped) for name, path in sorted(sources.items())}
     stage_sources = {
-        stage: {n: p for n, p in sources.items() if any(n in CATEGORIES[c] for c in STAGES[stage])}
-        for stage in STAGES
+        stage: {n: p for n, p in sources.items() if any(n in comp.sources(c) for c in stages[stage].shares)}
+        for stage in stages
     }
-    for stage in STAGES:  # a stage that cannot be planned fails before anything is written
+    for stage in stages:  # a stage that cannot be planned fails before anything is written
         sizes = {name: len(indexes[name][0]) for name in stage_sources[stage]}
-        plan_stage(stage, totals[stage], sizes, allow_missing_categories)
+        plan_stage(stage, totals[stage], sizes, allow_missing_categories, comp)
     while True:
         try:
             with contextlib.ExitStack() as publish:  # leaving it with an exception discards every file
                 reports = []
-                for stage in STAGES:
+                for stage in stages:
                     out = publish.enter_context(RecordWriter(outputs[stage], force=True))
                     reports.append(
                         build_mixture(
@@ -345,9 +343,10 @@ def build_mixtures(
                             True,
                             indexes,
                             out=out,
+                            composition=comp,
                         )
                     )
-                for stage, report in zip(STAGES, reports, strict=True):
+                for stage, report in zip(stages, reports, strict=True):
                     mine = [s for s in skipped if s["source"] in stage_sources[stage]]
                     if mine:
                         first = mine[0]
@@ -363,6 +362,5 @@ def build_mixtures(
             _drop_bad(err, sources, indexes, skipped)
     for report in reports:
         for message in report["warnings"]:
-            print(f"warning: {message}", file=sys.stderr)
-        print(format_report(report))
+            log.warning("%s", message)
     return reports

@@ -1,37 +1,38 @@
-"""`python -m converters all`: every source found under DATA_ROOT, then both mixtures.
+"""`python -m converters all`: every source found under DATA_ROOT, the mixtures, then the registry.
 
 Why: one command should turn the published downloads into the files the
 recipes train on, and re-running it should only redo what changed. Each step
 records a stamp (input sizes and mtimes, options, converter version, output
 sizes and mtimes) in its report; a step whose stamp still matches is skipped.
-Sources missing from DATA_ROOT are skipped with a note. Files already at an
+The sources and how to find them come from the sources table (sources.py);
+sources missing from DATA_ROOT are skipped with a note. Files already at an
 output path that this pipeline did not write are refused without --force.
+Progress is logged; `run_all` returns what it did and raises only when nothing
+can start.
 
 Layout under OUT: sharegpt/<dataset>.json, rejects/<dataset>.jsonl,
-reports/<dataset>.json, images/llava_onevision/..., mixtures/<prefix>_stage{1,2}.json,
-reports/<prefix>_stage{1,2}.report.json, reports/image_check_cache.tsv; after the conversions,
+reports/<dataset>.json, images/llava_onevision/..., mixtures/<prefix>_<stage>.json,
+reports/<prefix>_<stage>.report.json, reports/image_check_cache.tsv; after the conversions,
 sharegpt/mg_traj_sft.json and sharegpt/mg_rl.json (trajectories.py) with rejects/mg_trajectories.jsonl
-and reports/mg_trajectories.json.
+and reports/mg_trajectories.json; last, dataset_info.json registering every file built (registry.py).
 """
 
 from __future__ import annotations
 
 import json
-import sys
+import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from atomicio import atomic_write_text
 
+from . import sources as source_table
+from .composition import load_composition
 from .convert import write_report
-from .groma import convert_groma
-from .llava import collect_llava_inputs, convert_llava_onevision, convert_m4_instruct
-from .mgrounding import TASK_FILES, convert_mgrounding
-from .mixture import DEFAULT_TOTALS, MixtureError, build_mixtures
-from .refcoco import DATASETS as REFCOCO_DATASETS
-from .refcoco import convert_refcoco
+from .mixture import MixtureError, build_mixtures, format_report
+from .registry import MIXTURES_DIR, REGISTRY, SHAREGPT_DIR, entries_for, merged, update_registry
 from .report import RejectRateExceeded
 from .streaming import InvalidJSONError
 from .trajectories import DEFAULT_SIZES as TRAJ_SIZES
@@ -40,6 +41,8 @@ from .trajectories import TASKS as TRAJ_TASKS
 from .trajectories import VERSION as TRAJ_VERSION
 from .trajectories import WRITERS as TRAJ_WRITERS
 from .trajectories import build_trajectories, output_paths
+
+log = logging.getLogger(__name__)
 
 VERSION = 1  # bump when converted output changes, so up-to-date steps are redone
 
@@ -80,64 +83,22 @@ class Step:
 
 
 def conversion_steps(root: Path, out: Path, options: dict[str, Any]) -> tuple[list[Step], list[str]]:
-    """Conversion steps for the sources present under `root`; notes for the ones absent."""
+    """Conversion steps for the sources of the sources table present under `root`; notes for the rest."""
     steps, notes = [], []
-    sharegpt, rejects, reports = out / "sharegpt", out / "rejects", out / "reports"
+    sharegpt, rejects, reports = out / SHAREGPT_DIR, out / "rejects", out / "reports"
     params = {k: options[k] for k in ("check_images", "max_reject_rate")}
+    for source in source_table.SOURCES.values():
+        found = source.discover(root, out)
+        if isinstance(found, str):
+            notes.append(f"skipped {source.name}: {found}")
+            continue
+        output, reject = sharegpt / f"{source.name}.json", rejects / f"{source.name}.jsonl"
 
-    def add(name: str, inputs: list[Path], run: Callable[..., Any], extra: dict | None = None) -> None:
-        output, reject = sharegpt / f"{name}.json", rejects / f"{name}.jsonl"
+        def go(force: bool, found=found, output=output, reject=reject, images=source.needs_images) -> Any:
+            return found.convert(output=output, rejects=reject, force=force, require_images=images, **options)
 
-        def go(force: bool, run=run, output=output, reject=reject) -> Any:
-            return run(output=output, rejects=reject, force=force, **options)
-
-        steps.append(Step(name, inputs, [output], {**params, **(extra or {})}, reports / f"{name}.json", go))
-
-    mg = root / "MGrounding-630k"
-    for name, rel in TASK_FILES.items():
-        path = mg / rel
-        if path.is_file():
-            add(name, [path], lambda p=path, n=name, **kw: convert_mgrounding(p, root, name=n, **kw))
-        else:
-            notes.append(f"skipped {name}: {path} not found")
-
-    coco_images = root / "coco" / "train2014"
-    for name, (folder, refs_file) in REFCOCO_DATASETS.items():
-        refs, instances = root / folder / refs_file, root / folder / "instances.json"
-        if refs.is_file() and instances.is_file():
-            add(
-                name,
-                [refs, instances],
-                lambda r=refs, i=instances, n=name, **kw: convert_refcoco(r, i, coco_images, name=n, **kw),
-            )
-        else:
-            notes.append(f"skipped {name}: {refs} or {instances} not found")
-
-    ov = root / "LLaVA-OneVision-Data"
-    ov_files = collect_llava_inputs([ov]) if ov.is_dir() else []
-    if ov_files:
-        image_dir = out / "images" / "llava_onevision"
-        add(
-            "llava_onevision",
-            ov_files,
-            lambda **kw: convert_llava_onevision(ov_files, image_dir=image_dir, base=ov, **kw),
-            {"image_dir": str(image_dir)},
-        )
-    else:
-        notes.append(f"skipped llava_onevision: no .parquet/.json files under {ov}")
-
-    m4 = root / "M4-Instruct-Data" / "m4_instruct_annotations.json"
-    if m4.is_file():
-        add("m4_instruct", [m4], lambda **kw: convert_m4_instruct(m4, m4.parent, **kw))
-    else:
-        notes.append(f"skipped m4_instruct: {m4} not found")
-
-    groma = root / "Groma-Instruct" / "groma_instruct.json"
-    if groma.is_file():
-        vg = root / "visual_genome" / "images"
-        add("groma_instruct", [groma], lambda **kw: convert_groma(groma, vg, **kw))
-    else:
-        notes.append(f"skipped groma_instruct: {groma} not found")
+        stamp = {**params, **found.params}
+        steps.append(Step(source.name, found.inputs, [output], stamp, reports / f"{source.name}.json", go))
     return steps, notes
 
 
@@ -148,7 +109,7 @@ def trajectory_step(
     inputs = {s.name: s.outputs[0] for s in steps if s.name in TRAJ_TASKS}
     if not inputs:
         return None
-    sharegpt = out / "sharegpt"
+    sharegpt = out / SHAREGPT_DIR
     outputs = list(output_paths(sharegpt).values())
     sizes = {"sft_size": sft_size, "rl_size": rl_size}
     return Step(
@@ -170,6 +131,73 @@ def trajectory_step(
     )
 
 
+class PipelineError(ValueError):
+    """Nothing can be done: DATA_ROOT is not a folder or holds no known source."""
+
+
+@dataclass
+class RunResult:
+    """What `run_all` did: steps run, up to date or failed, and the registry it wrote."""
+
+    ran: list[str] = field(default_factory=list)
+    up_to_date: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    error: str | None = None  # why the run stopped short (None: everything is built)
+    registry: Path | None = None
+    registered: list[str] = field(default_factory=list)
+
+    @property
+    def kept_some(self) -> bool:
+        return bool(self.ran or self.up_to_date)
+
+
+def _register(out: Path, steps: list[Step], result: RunResult, force: bool) -> None:
+    """Register the outputs of every step that is built in OUT/dataset_info.json (relative paths)."""
+    built = set(result.ran) | set(result.up_to_date)
+    files = {p.stem: p for step in steps if step.name in built for p in step.outputs}
+    if not files:
+        return
+    path = out / REGISTRY
+    try:
+        changed = update_registry(path, entries_for(files, out), force)
+    except (OSError, ValueError) as err:  # e.g. made unwritable, or edited by hand, during the run
+        log.error("%s not updated: %s", path, err)
+        result.failed.append(REGISTRY)
+        result.error = result.error or f"{path} not updated: {err}"
+        return
+    result.registry, result.registered = path, list(files)
+    log.info(
+        "%s %d datasets in %s (train with dataset_dir=%s)",
+        "registered" if changed else "already registered:",
+        len(files),
+        path,
+        out,
+    )
+
+
+def _run_step(step: Step, force: bool, result: RunResult) -> Any:
+    """Run one step unless up to date; record the outcome; the report or None."""
+    if not force and step.up_to_date():
+        log.info("up to date: %s", step.name)
+        result.up_to_date.append(step.name)
+        return None
+    try:
+        report = step.run(force or step.owned())
+    except RejectRateExceeded as err:
+        write_report(err.report, step.report_path)
+        log.info("%s", err.report.summary())
+        log.error("%s", err)
+        result.failed.append(step.name)
+        return None
+    except (InvalidJSONError, MixtureError, OSError, ValueError) as err:
+        log.error("%s: %s", step.name, err)
+        result.failed.append(step.name)
+        return None
+    result.ran.append(step.name)
+    return report
+
+
 def run_all(
     data_root: str | Path,
     output_dir: str | Path,
@@ -184,78 +212,85 @@ def run_all(
     traj_sft_size: int = TRAJ_SIZES["sft"],
     rl_size: int = TRAJ_SIZES["rl"],
     traj_writer: str = "template",
+    mixtures: str | Path | None = None,
     force: bool = False,
-) -> int:
-    """Run every step in order; return the process exit code (0: all done or up to date)."""
+) -> RunResult:
+    """Run every step in order, then register what is built; progress is logged.
+
+    Raises PipelineError (nothing to do), CompositionError (bad mixtures file) or RegistryError
+    (OUT/dataset_info.json holds hand-edited entries of the same names) before any work. A failed
+    step is logged and named in the result; the steps that need it are not run, the others are.
+    """
     root, out = Path(data_root), Path(output_dir)
     if not root.is_dir():
-        print(f"error: --data-root {root} is not a folder", file=sys.stderr)
-        return 1
+        raise PipelineError(f"--data-root {root} is not a folder")
+    composition = load_composition(mixtures)
     options = {
         "check_images": check_images,
         "workers": workers,
         "max_reject_rate": max_reject_rate,
         "image_cache": out / "reports" / "image_check_cache.tsv" if check_images else None,
     }
-    steps, notes = conversion_steps(root, out, options)
-    for note in notes:
-        print(f"note: {note}")
+    result = RunResult()
+    steps, result.notes = conversion_steps(root, out, options)
+    for note in result.notes:
+        log.info("note: %s", note)
     if not steps:
-        print(f"error: no known source under {root}", file=sys.stderr)
-        return 1
+        raise PipelineError(f"no known source under {root} ({len(result.notes)} looked for; see the notes)")
 
     traj = trajectory_step(out, steps, traj_sft_size, rl_size, seed, traj_writer)
     if traj is None:
-        print(f"note: skipped {TRAJ_NAME}: no converted MGrounding task")
-    failed = []
-    for step in [*steps, *([traj] if traj else [])]:
-        if any(name in failed for name in step.needs):
-            print(f"error: {step.name}: not run, an input step failed", file=sys.stderr)
-            failed.append(step.name)
-            continue
-        if not force and step.up_to_date():
-            print(f"up to date: {step.name}")
-            continue
-        try:
-            report = step.run(force or step.owned())
-        except RejectRateExceeded as err:
-            write_report(err.report, step.report_path)
-            print(err.report.summary(), f"\nerror: {err}", sep="", file=sys.stderr)
-            failed.append(step.name)
-            continue
-        except (InvalidJSONError, OSError, ValueError) as err:
-            print(f"error: {step.name}: {err}", file=sys.stderr)
-            failed.append(step.name)
-            continue
-        print(report.summary())
-        data = report.to_dict()
-        data["stamp"], data["output_files"] = step.stamp(), fingerprint(step.outputs)
-        atomic_write_text(step.report_path, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
-    if failed:
-        print(f"error: not mixing; failed step(s): {', '.join(failed)}", file=sys.stderr)
-        return 1
-
+        log.info("note: skipped %s: no converted MGrounding task", TRAJ_NAME)
     sources = {step.name: step.outputs[0] for step in steps}
-    totals = {**DEFAULT_TOTALS, **(totals or {})}  # one per mixture stage of stages.py
-    mix_outputs = [out / "mixtures" / f"{prefix}_{stage}.json" for stage in totals]
+    totals = {**composition.totals, **(totals or {})}  # one per mixture stage of stages.py
     mix = Step(
         f"{prefix} mixtures",
         list(sources.values()),
-        mix_outputs,
-        {"totals": totals, "seed": seed, "allow_missing_categories": allow_missing_categories},
+        [out / MIXTURES_DIR / f"{prefix}_{stage}.json" for stage in composition.stages],
+        {
+            "totals": totals,
+            "seed": seed,
+            "allow_missing_categories": allow_missing_categories,
+            "composition": composition.stamp(),
+        },
         out / "reports" / f"{prefix}_mixtures.json",
         lambda f: build_mixtures(
-            sources, out / "mixtures", prefix, totals, seed, out / "reports", allow_missing_categories, f
+            sources,
+            out / MIXTURES_DIR,
+            prefix,
+            totals,
+            seed,
+            out / "reports",
+            allow_missing_categories,
+            f,
+            composition,
         ),
     )
-    if not force and mix.up_to_date():
-        print(f"up to date: {mix.name}")
-        return 0
-    try:
-        reports = mix.run(force or mix.owned())
-    except (MixtureError, InvalidJSONError, OSError) as err:
-        print(f"error: {mix.name}: {err}", file=sys.stderr)
-        return 1
-    data = {"stages": reports, "stamp": mix.stamp(), "output_files": fingerprint(mix.outputs)}
-    atomic_write_text(mix.report_path, json.dumps(data, indent=2) + "\n")
-    return 0
+    every = [*steps, *([traj] if traj else []), mix]
+    if not force:  # a hand-edited registry entry stops the run before any work
+        merged(out / REGISTRY, entries_for({p.stem: p for s in every for p in s.outputs}, out))
+
+    for step in every[:-1]:
+        if any(name in result.failed for name in step.needs):
+            log.error("%s: not run, an input step failed", step.name)
+            result.failed.append(step.name)
+            continue
+        report = _run_step(step, force, result)
+        if report is not None:
+            log.info("%s", report.summary())
+            data = report.to_dict()
+            data["stamp"], data["output_files"] = step.stamp(), fingerprint(step.outputs)
+            atomic_write_text(step.report_path, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+    if result.failed:
+        result.error = f"not mixing; failed step(s): {', '.join(result.failed)}"
+    else:
+        reports = _run_step(mix, force, result)
+        if reports is not None:
+            for report in reports:
+                log.info("%s", format_report(report))
+            data = {"stages": reports, "stamp": mix.stamp(), "output_files": fingerprint(mix.outputs)}
+            atomic_write_text(mix.report_path, json.dumps(data, indent=2) + "\n")
+        elif mix.name in result.failed:
+            result.error = f"{mix.name} not built (see the error above); the converted files are kept"
+    _register(out, every, result, force)
+    return result

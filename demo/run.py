@@ -14,6 +14,9 @@ A tree built with other settings (profile, seed) is refused rather than reused:
 its checkpoints would be scored as if they came from these.
 
     python -m demo.run [--workdir DIR] [--profile full|smoke] [--eval-python PY]
+
+Exit codes are cli.py's: 0 done, 1 the tree was built with other settings (nothing run),
+3 a step failed or was interrupted after earlier steps were kept (rerun to go on), 130 Ctrl-C.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ import time
 from pathlib import Path
 
 from atomicio import atomic_write_text
+from cli import EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_OK, EXIT_PARTIAL, fail
 from stages import STAGES, mixture_stages
 
 REPO = Path(__file__).resolve().parents[1]
@@ -315,20 +319,31 @@ def main(argv: list[str] | None = None) -> int:
     try:
         demo.claim()
     except DemoError as err:
-        print(f"demo: {err}", file=sys.stderr)
-        return 2
-    demo.build_model()
-    demo.make_data()
-    demo.train("stage1")
-    demo.train("stage2")
-    demo.merge()
-    demo.train("traj_sft")
-    demo.grpo()
-    for name in MODELS:
-        demo.evaluate(name)
-    demo.report()
+        return fail(parser.prog, err, EXIT_BAD_INPUT)
+    try:
+        demo.build_model()
+        demo.make_data()
+        demo.train("stage1")
+        demo.train("stage2")
+        demo.merge()
+        demo.train("traj_sft")
+        demo.grpo()
+        for name in MODELS:
+            demo.evaluate(name)
+        demo.report()
+    except subprocess.CalledProcessError as err:  # the step printed its own error above
+        cmd = " ".join(str(c) for c in err.cmd[:4])
+        return fail(
+            parser.prog,
+            f"step `{cmd} ...` exited {err.returncode}; finished steps are kept, rerun to go on",
+            EXIT_PARTIAL,
+        )
+    except KeyboardInterrupt:
+        return fail(
+            parser.prog, "interrupted (SIGINT); finished steps are kept, rerun to go on", EXIT_INTERRUPTED
+        )
     log(f"done in {time.time() - started:.0f} s")
-    return 0
+    return EXIT_OK
 
 
 if __name__ == "__main__":

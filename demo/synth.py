@@ -49,6 +49,7 @@ from random import Random
 from tqdm import tqdm
 
 from atomicio import OutputExistsError, atomic_dir
+from cli import EXIT_BAD_INPUT, EXIT_OK, fail
 from demo.synth_draw import N_CELLS, png_bytes, to_unit
 from demo.synth_general import write_llava_onevision, write_m4_instruct, write_refcoco
 from demo.synth_tasks import BENCH_TASKS, Sample, box_text
@@ -306,18 +307,17 @@ def main(argv: list[str] | None = None) -> int:
             force=args.force,
             progress=not args.quiet,
         )
-    except (OutputExistsError, ValueError) as err:
-        print(f"demo.synth: error: {err}", file=sys.stderr)
-        return 2
+    except (OutputExistsError, ValueError) as err:  # an output in the way, or a count/size it cannot use
+        return fail(parser.prog, err, EXIT_BAD_INPUT)
     if manifest.get("up_to_date"):
-        print(f"demo.synth: {args.out} is up to date (same parameters); nothing to do")
-        return 0
+        print(f"{parser.prog}: {args.out} is up to date (same parameters); nothing to do")
+        return EXIT_OK
     for name, count in manifest["counts"].items():
         print(f"  {count:6d}  {name}")
     print(
-        f"demo.synth: wrote {args.out} in {manifest['seconds']} s (chance Acc@0.5 ~ {manifest['chance_acc_at_0.5']:.0%})"
+        f"{parser.prog}: wrote {args.out} in {manifest['seconds']} s (chance Acc@0.5 ~ {manifest['chance_acc_at_0.5']:.0%})"
     )
-    return 0
+    return EXIT_OK
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Build a tiny random-weight Qwen2-VL checkpoint with a real processor.
+"""Build a tiny random-weight Qwen2-VL, Qwen2.5-VL or Qwen3-VL checkpoint with a real processor.
 
 Why: no model hub is reachable here, yet tests, benchmarks and `make demo` must
 run the real stack (LLaMA-Factory's `qwen2_vl` template and trainer, vLLM's
@@ -10,7 +10,13 @@ smallest size vLLM's CPU attention kernel accepts).
 
 Deterministic: the same seed gives byte-identical weight and tokenizer files.
 
-    python -m demo.tiny_model OUT [--seed 0] [--force]
+`--family qwen2.5-vl|qwen3-vl` builds the same for those families (families.py): their model
+classes, their tokenizers' extra tokens (tool calls, FIM, and for Qwen3 `<think>`), their chat
+templates and processors (Qwen3-VL: patch 16, mean/std 0.5, its own video processor), in the
+tiny configs measured to build, load and generate (../shared/BASE_MODELS.md). The default
+(Qwen2-VL) build is unchanged byte for byte.
+
+    python -m demo.tiny_model OUT [--family qwen2-vl|qwen2.5-vl|qwen3-vl] [--seed 0] [--force]
 """
 
 from __future__ import annotations
@@ -20,7 +26,9 @@ import json
 import sys
 from pathlib import Path
 
-from atomicio import atomic_dir
+from atomicio import OutputExistsError, atomic_dir
+from cli import EXIT_BAD_INPUT, EXIT_OK, fail
+from families import FAMILIES, FAMILY_CHOICES, get_family
 
 # Qwen2-VL's special tokens, in the order (and relative ids) of the real tokenizer.
 SPECIAL_TOKENS = [
@@ -86,8 +94,11 @@ _CORPUS_LINES = [
 ]
 
 
-def build_tokenizer(vocab_size: int = 1024):
-    """Train a small byte-level BPE with Qwen2's pre-tokenizer; add Qwen2-VL's specials."""
+def build_tokenizer(vocab_size: int = 1024, corpus_lines=None, extra_tokens=(), pad_token=None):
+    """Train a small byte-level BPE with Qwen2's pre-tokenizer; add Qwen2-VL's specials.
+
+    `extra_tokens` follow them as ordinary (non-special) added tokens, as `<tool_call>` and `<think>`
+    are in the Qwen2.5 and Qwen3 tokenizers; the defaults give the Qwen2-VL tokenizer."""
     from tokenizers import Tokenizer, models, pre_tokenizers, trainers
     from transformers.models.qwen2.tokenization_qwen2 import PRETOKENIZE_REGEX, Qwen2Tokenizer
 
@@ -106,11 +117,17 @@ def build_tokenizer(vocab_size: int = 1024):
         show_progress=False,
         special_tokens=[],
     )
-    bpe.train_from_iterator(_CORPUS_LINES * 20, trainer=trainer)
+    bpe.train_from_iterator((corpus_lines or _CORPUS_LINES) * 20, trainer=trainer)
     state = json.loads(bpe.to_str())["model"]
     merges = [tuple(m) if isinstance(m, list) else tuple(m.split(" ")) for m in state["merges"]]
     tokenizer = Qwen2Tokenizer(vocab=state["vocab"], merges=merges, eos_token="<|im_end|>")
     tokenizer.add_special_tokens({"additional_special_tokens": SPECIAL_TOKENS[1:]})
+    if extra_tokens:
+        from tokenizers import AddedToken
+
+        tokenizer.add_tokens([AddedToken(t, special=False, normalized=False) for t in extra_tokens])
+    if pad_token is not None:
+        tokenizer.pad_token = pad_token
     tokenizer.chat_template = CHAT_TEMPLATE
     tokenizer.model_max_length = 32768
     return tokenizer
@@ -198,15 +215,30 @@ def build_tiny_qwen2vl(out_dir: str | Path, seed: int = 0, force: bool = False) 
     return out_dir
 
 
+def build_tiny_model(
+    out_dir: str | Path, family: str = "qwen2-vl", seed: int = 0, force: bool = False
+) -> Path:
+    """The tiny checkpoint of a family (families.FAMILY_CHOICES); qwen2-vl is build_tiny_qwen2vl's."""
+    if get_family(family).name == "qwen2-vl":
+        return build_tiny_qwen2vl(out_dir, seed=seed, force=force)
+    from demo.tiny_families import build_tiny_family
+
+    return build_tiny_family(out_dir, family, seed=seed, force=force)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m demo.tiny_model", description=__doc__.split("\n\n")[0])
     parser.add_argument("out", type=Path, help="folder to write the checkpoint into")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--force", action="store_true", help="replace an existing non-empty folder")
+    parser.add_argument("--family", choices=FAMILY_CHOICES, default="qwen2-vl", help="model family to build")
     args = parser.parse_args(argv)
-    path = build_tiny_qwen2vl(args.out, seed=args.seed, force=args.force)
-    print(f"tiny Qwen2-VL written to {path}")
-    return 0
+    try:
+        path = build_tiny_model(args.out, family=args.family, seed=args.seed, force=args.force)
+    except OutputExistsError as err:
+        return fail(parser.prog, err, EXIT_BAD_INPUT)
+    print(f"tiny {FAMILIES[args.family].display} written to {path}")
+    return EXIT_OK
 
 
 if __name__ == "__main__":

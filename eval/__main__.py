@@ -1,4 +1,4 @@
-"""`python -m eval run | score | compare | synth`: MIG-Bench evaluation, scored like the paper."""
+"""`python -m eval run | score | compare | synth | benchmarks`: MIG-Bench (and RefCOCO) evaluation, scored like the papers."""
 
 from __future__ import annotations
 
@@ -7,8 +7,9 @@ import sys
 from pathlib import Path
 
 from atomicio import OutputExistsError
+from cli import EXIT_BAD_INPUT, EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, fail
 
-EXIT_INCOMPLETE = 3
+PROG = "eval"
 
 
 def _tasks_arg(values):
@@ -21,20 +22,27 @@ def _tasks_arg(values):
 
 
 def _add_run(sub) -> None:
-    from eval import answers, prompts, scoring
     from eval.bench import ANSWER_SCALES
+    from eval.benchmarks import BENCHMARKS, DEFAULT_BENCHMARK
     from eval.runner import MODES
 
     p = sub.add_parser("run", help="generate answers with a model and score them")
     p.add_argument(
-        "--model", required=True, help="checkpoint folder (vllm, hf) or served model name (openai)"
+        "--benchmark", choices=list(BENCHMARKS), default=DEFAULT_BENCHMARK, help="default: %(default)s"
     )
-    p.add_argument("--bench", required=True, type=Path, help="MIG_data.json")
+    p.add_argument("--bench", type=Path, help="MIG_data.json (mig-bench)")
     p.add_argument(
-        "--image-root", type=Path, help="folder holding MIG-Bench/ (default: parent of the file's folder)"
+        "--data-root",
+        type=Path,
+        help="refcoco, refcoco+, refcocog: ROOT/<name>/refs(unc|umd).p, instances.json, ROOT/coco/train2014/",
     )
-    p.add_argument("--output-dir", required=True, type=Path)
-    p.add_argument("--backend", choices=("vllm", "hf", "openai"), default="vllm")
+    p.add_argument("--split", nargs="+", help="RefCOCO splits (default: all standard ones); same as --tasks")
+    p.add_argument(
+        "--image-root",
+        type=Path,
+        help="MIG-Bench: folder holding MIG-Bench/ (default: parent of the file's folder); "
+        "RefCOCO: the COCO train2014 folder (default: DATA_ROOT/coco/train2014)",
+    )
     p.add_argument(
         "--mode",
         choices=MODES,
@@ -42,12 +50,45 @@ def _add_run(sub) -> None:
         help="direct, or the paper's two-step chain of thought on the target image (cot) or all images (mcot)",
     )
     p.add_argument("--tasks", nargs="+", help="only these tasks (names from MIG_data.json; commas allowed)")
+    p.add_argument("--answer-scale", choices=ANSWER_SCALES, default="auto", help="answers in 0-1 or 0-1000")
+    _add_generation(p)
+
+
+def _add_suite(sub) -> None:
+    from eval.suite import SUITES
+
+    s = sub.add_parser("suite", help="run the paper's tables (MIG-Bench, RefCOCO/+/g) and write suite.md")
+    s.add_argument("--suite", help=f"parts, comma-separated (default: all of {', '.join(SUITES)})")
+    s.add_argument("--mig-bench", type=Path, help="MIG_data.json (parts without data are skipped)")
+    s.add_argument(
+        "--refcoco-root", type=Path, help="the refer layout root of `eval run --benchmark refcoco`"
+    )
+    s.add_argument(
+        "--coco-images", type=Path, help="COCO train2014 folder (default: REFCOCO_ROOT/coco/train2014)"
+    )
+    for name, title in (("muirbench", "MuirBench"), ("blink", "BLINK"), ("mantis", "Mantis-Eval")):
+        s.add_argument(
+            f"--{name}", type=Path, help=f"{title}: a local snapshot folder or parquet file (lmms-eval)"
+        )
+    _add_generation(s)
+
+
+def _add_generation(p) -> None:
+    """Options shared by `run` and `suite`: model, output, backend, prompt and decoding, scoring, engine."""
+    from eval import answers, prompts, scoring
+    from eval.backends import BACKENDS
+
+    p.add_argument(
+        "--model", required=True, help="checkpoint folder (vllm, hf) or served model name (openai)"
+    )
+    p.add_argument("--output-dir", required=True, type=Path)
+    p.add_argument("--backend", choices=BACKENDS, default="vllm")
     p.add_argument("--limit", type=int, help="at most N instances per task")
     p.add_argument(
         "--format-suffix",
         choices=sorted(prompts.FORMAT_SUFFIXES),
-        default=prompts.DEFAULT_SUFFIX,
-        help="suffix appended to every question (default: the paper script's string)",
+        help="suffix appended to every question (default: the benchmark's; MIG-Bench: the paper script's "
+        "string, RefCOCO: none)",
     )
     p.add_argument(
         "--format-when",
@@ -61,7 +102,6 @@ def _add_run(sub) -> None:
         type=float,
         help="default: the checkpoint's generation_config.json (what the paper's script used)",
     )
-    p.add_argument("--answer-scale", choices=ANSWER_SCALES, default="auto", help="answers in 0-1 or 0-1000")
     p.add_argument(
         "--coords",
         choices=sorted(scoring.COORDS),
@@ -112,8 +152,29 @@ def _add_run(sub) -> None:
     p.add_argument("--dp-rank", type=int, help=argparse.SUPPRESS)
 
 
-def _run(args, argv) -> int:
-    from eval.runner import IncompleteRun, RunConfig, run
+def _data_source(args) -> Path:
+    """--bench for a benchmark read from one file, --data-root for one read from a folder."""
+    from eval.benchmarks import get_benchmark
+
+    bench = get_benchmark(args.benchmark)
+    want, other = ("--bench", "--data-root") if bench.data_kind == "file" else ("--data-root", "--bench")
+    given = {"--bench": args.bench, "--data-root": args.data_root}
+    if given[other] is not None:
+        raise _Usage(f"{other} is not an option of --benchmark {bench.name}; give {want}")
+    if given[want] is None:
+        raise _Usage(f"--benchmark {bench.name} needs {want}")
+    if args.split and bench.data_kind == "file":
+        raise _Usage(f"--split is for the RefCOCO benchmarks; {bench.title} selects with --tasks")
+    return given[want]
+
+
+class _Usage(ValueError):
+    """The command line is wrong (exit code 2)."""
+
+
+def _config(args, **fields):
+    """The RunConfig of the generation options; `fields` gives the benchmark-specific ones."""
+    from eval.runner import RunConfig
 
     engine = {
         "dtype": args.dtype,
@@ -130,20 +191,15 @@ def _run(args, argv) -> int:
         "concurrency": args.concurrency,
         "timeout": args.request_timeout,
     }
-    cfg = RunConfig(
+    return RunConfig(
         model=args.model,
-        bench=str(args.bench),
         output_dir=str(args.output_dir),
-        image_root=str(args.image_root) if args.image_root else None,
         backend=args.backend,
-        mode=args.mode,
-        tasks=_tasks_arg(args.tasks),
         limit=args.limit,
         format_suffix=args.format_suffix,
         format_when=args.format_when,
         max_new_tokens=args.max_new_tokens,
         repetition_penalty=args.repetition_penalty,
-        answer_scale=args.answer_scale,
         coords=args.coords,
         rescale=args.rescale,
         answer_format=args.answer_format,
@@ -154,24 +210,114 @@ def _run(args, argv) -> int:
         label=args.label,
         processor=args.processor,
         engine=engine,
+        **fields,
+    )
+
+
+def _run(args, argv) -> int:
+    from eval.runner import IncompleteRun, run
+
+    cfg = _config(
+        args,
+        benchmark=args.benchmark,
+        bench=str(_data_source(args)),
+        image_root=str(args.image_root) if args.image_root else None,
+        mode=args.mode,
+        tasks=_tasks_arg((args.tasks or []) + (args.split or [])),
+        answer_scale=args.answer_scale,
     )
     worker_argv = [a for a in argv[1:]]
     try:
         metrics = run(cfg, worker_argv)
     except IncompleteRun as exc:
-        print(f"[eval] {exc}", file=sys.stderr)
-        return EXIT_INCOMPLETE
+        return fail(PROG, exc, EXIT_PARTIAL)
     if metrics is not None:
         _print_summary(metrics, args.output_dir)
-    return 0
+    return EXIT_OK
+
+
+def _suite(args) -> int:
+    from eval.suite import parse_suite, run_suite
+
+    if args.data_parallel > 1:
+        raise _Usage("--data-parallel is an option of `eval run`; run each benchmark with it instead")
+    if args.coco_images and not args.refcoco_root:
+        raise _Usage("--coco-images needs --refcoco-root")
+    parts = parse_suite(args.suite)
+    cfg = _config(args, bench="", image_root=str(args.coco_images) if args.coco_images else None)
+    sources = {"mig-bench": args.mig_bench, "refcoco": args.refcoco_root}
+    sources |= {"muirbench": args.muirbench, "blink": args.blink, "mantis": args.mantis}
+    summary = run_suite(cfg, parts, {k: str(v) if v else None for k, v in sources.items()})
+    for name, metrics in summary["results"].items():
+        if "lmms" in metrics:
+            print(
+                f"{metrics['lmms']['title']} (lmms-eval): {metrics['lmms']['metric']} {metrics['lmms']['value']}"
+            )
+        else:
+            _print_summary(metrics | {"benchmark": name}, Path(args.output_dir) / name)
+    print(f"suite report: {Path(args.output_dir) / 'suite.md'}")
+    if summary["incomplete"]:
+        return fail(PROG, f"incomplete: {', '.join(summary['incomplete'])}; rerun to finish", EXIT_PARTIAL)
+    if not summary["results"]:
+        return fail(
+            PROG,
+            "no benchmark of the suite has data: "
+            + "; ".join(f"{k}: {v}" for k, v in summary["skipped"].items()),
+        )
+    return EXIT_OK
+
+
+def _task_data(values) -> dict[str, Path]:
+    data = {}
+    for v in values:
+        name, sep, path = v.partition("=")
+        if not sep or not name or not path:
+            raise _Usage(f"--task takes NAME=PATH, got {v!r}")
+        if name in data:
+            raise _Usage(f"--task {name} given twice")
+        data[name] = Path(path)
+    return data
+
+
+def _lmms(args) -> int:
+    from eval.lmms.runner import run_lmms
+
+    device = args.device
+    if device == "auto":
+        import shutil
+
+        device = "cuda" if shutil.which("nvidia-smi") else "cpu"
+    opts = {
+        "dtype": args.dtype,
+        "device": device,
+        "tensor_parallel": args.tensor_parallel,
+        "max_model_len": args.max_model_len,
+        "max_new_tokens": args.max_new_tokens,
+        "api_base": args.api_base,
+    }
+    summary = run_lmms(
+        args.model,
+        args.output_dir,
+        _task_data(args.task),
+        args.lmms_model,
+        opts,
+        args.limit,
+        args.answer_format,
+        args.image_root,
+    )
+    for entry in summary.values():
+        print(f"{entry['title']}: {entry['metric']} {entry['value']}")
+    print(f"lmms-eval results: {Path(args.output_dir) / 'lmms_results.json'}")
+    return EXIT_OK
 
 
 def _print_summary(metrics: dict, out_dir) -> None:
-    from eval import tasks
+    from eval.benchmarks import get_benchmark
 
-    cells = [f"{tasks.BY_NAME[t].short} {m['acc@0.5']:.2f}" for t, m in metrics["tasks"].items()]
+    bench = get_benchmark(metrics.get("benchmark"))
+    cells = [f"{bench.by_name[t].short} {m['acc@0.5']:.2f}" for t, m in metrics["tasks"].items()]
     ave = metrics["average"]["acc@0.5"]
-    print(f"MIG-Bench Acc@0.5: {' | '.join(cells)} | AVE {ave:.2f} ({len(metrics['tasks'])} task(s))")
+    print(f"{bench.title} Acc@0.5: {' | '.join(cells)} | AVE {ave:.2f} ({len(metrics['tasks'])} task(s))")
     print(f"reports in {out_dir}: metrics.json, results.md, metrics.csv, radar.png")
 
 
@@ -180,10 +326,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m eval", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     _add_run(sub)
+    _add_suite(sub)
 
     from eval import answers, scoring
+    from eval.benchmarks import BENCHMARKS
 
     s = sub.add_parser("score", help="score a predictions file alone")
+    s.add_argument(
+        "--benchmark", choices=list(BENCHMARKS), help="default: the one the run's run.json records"
+    )
     s.add_argument("--predictions", required=True, type=Path)
     s.add_argument("--output-dir", required=True, type=Path)
     s.add_argument("--coords", choices=sorted(scoring.COORDS), default="grid1000")
@@ -210,16 +361,55 @@ def main(argv: list[str] | None = None) -> int:
     y.add_argument("--seed", type=int, default=0)
     y.add_argument("--force", action="store_true")
 
+    sub.add_parser("benchmarks", help="list the benchmarks `run --benchmark` knows")
+
+    from eval.lmms.wrappers import WRAPPERS
+
+    m = sub.add_parser("lmms", help="run benchmarks through lmms-eval 0.7.3 (wrapper tasks over local data)")
+    m.add_argument("--model", required=True, help="checkpoint folder (vllm) or served model name (openai)")
+    m.add_argument("--output-dir", required=True, type=Path)
+    m.add_argument(
+        "--task",
+        action="append",
+        required=True,
+        metavar="NAME=PATH",
+        help=f"NAME one of mig-bench, {', '.join(WRAPPERS)}; PATH its local data (MIG_data.json, "
+        "a snapshot folder or a parquet file); repeat for several",
+    )
+    m.add_argument(
+        "--lmms-model",
+        choices=("vllm", "openai", "from_log"),
+        default="vllm",
+        help="lmms-eval's model class (from_log: --model is a folder of lmms-eval response logs to replay)",
+    )
+    m.add_argument("--limit", type=int, help="at most N documents per task (lmms-eval's --limit)")
+    m.add_argument("--answer-format", default="official", help="MIG-Bench: official or think")
+    m.add_argument("--image-root", type=Path, help="MIG-Bench: folder holding MIG-Bench/")
+    m.add_argument("--dtype", default="auto")
+    m.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    m.add_argument("--tensor-parallel", type=int, default=1)
+    m.add_argument("--max-model-len", type=int)
+    m.add_argument(
+        "--max-new-tokens", type=int, default=1024, help="cap of lmms-eval's vllm model (its default: 4096)"
+    )
+    m.add_argument("--api-base", default="http://127.0.0.1:8000/v1", help="openai: the server's URL")
+
     args = parser.parse_args(argv)
     from atomicio import exit_on_signals
+    from cli import setup_logging
+
+    setup_logging(PROG)
 
     exit_on_signals()  # SIGTERM/SIGHUP unwind like Ctrl-C: no temporary report files are left behind
     from eval.bench import BenchError
+    from eval.lmms.runner import LmmsError
     from eval.predictions import RunMismatchError
 
     try:
         if args.command == "run":
             return _run(args, argv)
+        if args.command == "suite":
+            return _suite(args)
         if args.command == "score":
             from eval.runner import score_file
 
@@ -231,9 +421,20 @@ def main(argv: list[str] | None = None) -> int:
                 args.force,
                 args.label,
                 args.answer_format,
+                args.benchmark,
             )
             _print_summary(metrics, args.output_dir)
-            return 0
+            return EXIT_OK
+        if args.command == "lmms":
+            return _lmms(args)
+        if args.command == "benchmarks":
+            from eval.benchmarks import BENCHMARKS, get_benchmark
+
+            for name in BENCHMARKS:
+                b = get_benchmark(name)
+                data = "--bench FILE" if b.data_kind == "file" else "--data-root DIR"
+                print(f"{name:10} {b.title:10} {data:16} tasks: {', '.join(b.task_names)}")
+            return EXIT_OK
         if args.command == "compare":
             from atomicio import atomic_write_text, refuse_existing
             from eval.report import compare
@@ -243,11 +444,11 @@ def main(argv: list[str] | None = None) -> int:
             if args.output:
                 from atomicio import ensure_distinct_paths
 
-                runs = [r / "metrics.json" for r in args.runs]
+                runs = [r / n for r in args.runs for n in ("metrics.json", "suite.json", "suite.md")]
                 ensure_distinct_paths({"--output": args.output, "run": runs})
                 refuse_existing(args.output, args.force)
                 atomic_write_text(args.output, table)
-            return 0
+            return EXIT_OK
         if args.command == "synth":
             from eval.synthetic import make_synthetic_bench
 
@@ -255,11 +456,20 @@ def main(argv: list[str] | None = None) -> int:
                 args.out_root, args.per_task, args.mig_shaped, args.seed, args.thousand, args.force
             )
             print(f"synthetic bench written to {path}")
-            return 0
-    except (BenchError, RunMismatchError, OutputExistsError, FileNotFoundError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return 2
+            return EXIT_OK
+    except _Usage as exc:
+        parser.print_usage(sys.stderr)
+        return fail(PROG, exc, EXIT_USAGE)
+    except (
+        BenchError,
+        RunMismatchError,
+        OutputExistsError,
+        FileNotFoundError,
+        ValueError,
+        LmmsError,
+    ) as exc:
+        return fail(PROG, exc, EXIT_BAD_INPUT)
+    return EXIT_USAGE
 
 
 if __name__ == "__main__":

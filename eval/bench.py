@@ -1,4 +1,4 @@
-"""Load and check MIG_data.json before any model is loaded.
+"""MIG-Bench's loader: read and check MIG_data.json before any model is loaded.
 
 Why up front: a malformed file must fail in a second, not after a 40 s engine
 start; a bad instance (missing image, wrong answer shape) must not stop the
@@ -8,57 +8,16 @@ other 4,294, so it is reported by index, skipped and later scored as a miss.
 from __future__ import annotations
 
 import hashlib
-import math
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from converters.streaming import InvalidJSONError, SourceReject, iter_json_records
 from eval import tasks
+from eval.benchmark import Bench, BenchError, Instance, Problem  # noqa: F401 - BenchError: API
+from eval.benchmark import is_number as _is_number
+from eval.benchmark import text_problem as _text_problem
 
 ANSWER_SCALES = ("auto", "unit", "thousand")
-
-
-class BenchError(ValueError):
-    """The bench file as a whole cannot be used (nothing is evaluated)."""
-
-
-@dataclass
-class Instance:
-    index: int  # position in MIG_data.json, 0-based; the key of predictions.jsonl
-    task: str
-    images: list[str]  # as written in the file
-    image_paths: list[str]  # resolved against the image root
-    question: str
-    answer: list[float]  # 0-1, relative to the target image
-    additional_info: str = ""
-    need_format: bool = True
-
-
-@dataclass
-class Problem:
-    index: int
-    task: str | None
-    reason: str
-
-    def as_dict(self) -> dict:
-        return {"index": self.index, "task": self.task, "reason": self.reason}
-
-
-@dataclass
-class Bench:
-    path: Path
-    image_root: Path
-    sha256: str
-    answer_scale: str
-    total: int  # instances in the file
-    instances: list[Instance] = field(default_factory=list)
-    problems: list[Problem] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
-
-    @property
-    def max_images(self) -> int:
-        return max((len(i.image_paths) for i in self.instances), default=1)
 
 
 def _sha256(path: Path) -> str:
@@ -67,22 +26,6 @@ def _sha256(path: Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
-
-
-def _is_number(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-
-
-def _text_problem(text: str) -> str | None:
-    """Why a bench string cannot reach a model or a file: a NUL byte or a lone surrogate (None: fine)."""
-    if "\x00" in text:
-        return "holds a NUL byte"
-    if not text.isascii():
-        try:
-            text.encode("utf-8")
-        except UnicodeEncodeError as err:
-            return f"holds {text[err.start]!r}, a lone surrogate that is not valid Unicode"
-    return None
 
 
 def _check_record(rec) -> str | None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 import os
 import subprocess
@@ -21,25 +22,28 @@ from pathlib import Path
 
 from eval import answers as answer_formats  # not `answers`: score_records has a local of that name
 from eval import prompts as P
-from eval import scoring, tasks
-from eval.bench import Bench, Instance, load_bench
+from eval import scoring
+from eval.benchmark import Bench, Benchmark, Instance
+from eval.benchmarks import DEFAULT_BENCHMARK, get_benchmark
 from eval.predictions import COT_STEP1, OWN_FILES, PREDICTIONS, RunStore, read_jsonl
 from eval.report import write_reports
 
 MODES = ("direct", "cot", "mcot")
+log = logging.getLogger(__name__)
 
 
 @dataclass
 class RunConfig:
     model: str
-    bench: str
+    bench: str  # the benchmark's data: MIG_data.json, or a data root (RefCOCO)
     output_dir: str
+    benchmark: str = DEFAULT_BENCHMARK  # eval.benchmarks.BENCHMARKS name
     image_root: str | None = None
     backend: str = "vllm"
     mode: str = "direct"
     tasks: list[str] | None = None
     limit: int | None = None
-    format_suffix: str = P.DEFAULT_SUFFIX
+    format_suffix: str | None = None  # None: the benchmark's default (MIG-Bench: the paper script's)
     format_when: str = "always"
     max_new_tokens: int = 128
     repetition_penalty: float | None = None  # None: the model's generation_config.json, as the paper's script
@@ -92,13 +96,20 @@ def repetition_penalty(cfg: RunConfig) -> float | None:
     return None if cfg.backend == "openai" and value == 1.0 else value
 
 
+def suffix_of(cfg: RunConfig) -> str:
+    """The format-suffix name the run uses: the one asked for, else the benchmark's default."""
+    return cfg.format_suffix or get_benchmark(cfg.benchmark).default_suffix
+
+
 def protocol_of(cfg: RunConfig, bench: Bench) -> dict:
     penalty = repetition_penalty(cfg)
     return {
+        # Recorded only when not MIG-Bench, so an earlier MIG-Bench run.json (and its resume check) is unchanged.
+        **({"benchmark": cfg.benchmark} if cfg.benchmark != DEFAULT_BENCHMARK else {}),
         "model": model_identity(cfg.model, cfg.backend),
         "backend": cfg.backend,
         "mode": cfg.mode,
-        "format_suffix": P.suffix_text(cfg.format_suffix),
+        "format_suffix": P.suffix_text(suffix_of(cfg)),
         "format_when": cfg.format_when,
         "max_new_tokens": cfg.max_new_tokens,
         "repetition_penalty": "server default" if penalty is None else penalty,
@@ -185,14 +196,12 @@ def _one_line_per_instance(lines: list[tuple[int, dict]], notes: list[str]) -> l
     return [rec for _, rec in by_index.values()]
 
 
-def _validate_prediction(lineno: int, rec: dict) -> str | None:
+def _validate_prediction(lineno: int, rec: dict, names: tuple[str, ...] | None = None) -> str | None:
+    """Why one predictions line cannot be scored (None: fine); names: the benchmark's tasks (MIG-Bench's)."""
+    names = names if names is not None else get_benchmark().task_names
     if rec.get("skipped"):
-        return (
-            None
-            if rec.get("task") in tasks.TASK_NAMES or rec.get("task") is None
-            else f"line {lineno}: unknown task"
-        )
-    if rec.get("task") not in tasks.TASK_NAMES:
+        return None if rec.get("task") in names or rec.get("task") is None else f"line {lineno}: unknown task"
+    if rec.get("task") not in names:
         return f"line {lineno}: unknown task {rec.get('task')!r}"
     ans = rec.get("answer")
     if not (isinstance(ans, list) and len(ans) == 4 and all(_finite(v) for v in ans)):
@@ -203,18 +212,26 @@ def _validate_prediction(lineno: int, rec: dict) -> str | None:
 
 
 def report(
-    out_dir, records: list[dict], context: dict, coords: str, rescale: str, answer_format: str = "official"
+    out_dir,
+    records: list[dict],
+    context: dict,
+    coords: str,
+    rescale: str,
+    answer_format: str = "official",
+    benchmark: Benchmark | None = None,
 ) -> dict:
     """Score records and write all report files; returns metrics (plus per-task answer statistics)."""
+    benchmark = benchmark or get_benchmark()
+    names = benchmark.task_names
     scored, notes = score_records(records, coords, rescale, answer_format)
     skipped = [
         {"index": r.get("index"), "task": r.get("task"), "reason": r["skipped"]}
         for r in scored
         if r.get("skipped")
     ]
-    metrics = scoring.aggregate(r for r in scored if r.get("task") in tasks.TASK_NAMES)
+    metrics = benchmark.aggregate(r for r in scored if r.get("task") in names)
     stats, stat_notes = answer_formats.answer_stats(
-        (r for r in scored if r.get("task") in tasks.TASK_NAMES), answer_format
+        (r for r in scored if r.get("task") in names), answer_format
     )
     for task, extra in stats.items():  # appended after the paper's keys, which stay as they are
         metrics["tasks"][task].update(extra)
@@ -226,27 +243,42 @@ def report(
         skipped=skipped,
         notes=list(context.get("notes", [])) + notes + stat_notes,
     )
-    write_reports(out_dir, metrics, context)
-    return metrics
+    write_reports(out_dir, metrics, context, benchmark)
+    return metrics if benchmark.name == DEFAULT_BENCHMARK else dict(metrics, benchmark=benchmark.name)
 
 
-def recorded_answer_format(predictions) -> str | None:
-    """The answer format the run.json beside a predictions file records (None: no readable run.json)."""
+def recorded_protocol(predictions) -> dict | None:
+    """The protocol the run.json beside a predictions file records (None: no readable run.json)."""
     try:
         run = json.loads((Path(predictions).parent / "run.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
     protocol = run.get("protocol") if isinstance(run, dict) else None
-    return protocol.get("answer_format", "official") if isinstance(protocol, dict) else None
+    return protocol if isinstance(protocol, dict) else None
+
+
+def recorded_answer_format(predictions) -> str | None:
+    """The answer format the run.json beside a predictions file records (None: no readable run.json)."""
+    protocol = recorded_protocol(predictions)
+    return None if protocol is None else protocol.get("answer_format", "official")
 
 
 def score_file(
-    predictions, out_dir, coords="grid1000", rescale="none", force=False, label=None, answer_format=None
+    predictions,
+    out_dir,
+    coords="grid1000",
+    rescale="none",
+    force=False,
+    label=None,
+    answer_format=None,
+    benchmark: str | None = None,
 ) -> dict:
     """`python -m eval score`: metrics from a predictions file alone.
 
     answer_format None means official, unless the run's run.json recorded another one: then the
-    call is refused rather than silently reading think-style answers the official way.
+    call is refused rather than silently reading think-style answers the official way. The same
+    holds for the benchmark: None means the one run.json records (MIG-Bench without one), and a
+    different one given explicitly is refused.
     """
     from atomicio import OutputExistsError, ensure_distinct_paths, refuse_existing
 
@@ -259,6 +291,13 @@ def score_file(
         refuse_existing(out / name, force, what="report file")
     if not Path(predictions).is_file():
         raise FileNotFoundError(f"predictions file {predictions} does not exist")
+    protocol = recorded_protocol(predictions)
+    ran_on = None if protocol is None else protocol.get("benchmark", DEFAULT_BENCHMARK)
+    if benchmark is not None and ran_on not in (None, benchmark):
+        raise ValueError(
+            f"{predictions} comes from a {ran_on} run (its run.json); it cannot be scored as {benchmark}"
+        )
+    bench_def = get_benchmark(benchmark or ran_on)
     recorded = recorded_answer_format(predictions)
     if answer_format is None:
         if recorded not in (None, "official"):
@@ -274,7 +313,7 @@ def score_file(
     if recorded is not None and recorded != answer_format:
         notes.append(f"scored with --answer-format {answer_format}; the run recorded {recorded}")
     for lineno, rec in raw:
-        bad = _validate_prediction(lineno, rec)
+        bad = _validate_prediction(lineno, rec, bench_def.task_names)
         if bad:
             notes.append(f"ignored {bad}")
         else:
@@ -287,7 +326,7 @@ def score_file(
         "predictions": str(predictions),
         "notes": notes,
     }
-    return report(out, records, context, coords, rescale, answer_format)
+    return report(out, records, context, coords, rescale, answer_format, bench_def)
 
 
 # ---------------------------------------------------------------- generation
@@ -309,7 +348,8 @@ class Generator:
 
     def __init__(self, cfg: RunConfig, backend, store: RunStore, rank: int | None):
         self.cfg, self.backend, self.store, self.rank = cfg, backend, store, rank
-        self.suffix = P.suffix_text(cfg.format_suffix)
+        self.benchmark = get_benchmark(cfg.benchmark)
+        self.suffix = P.suffix_text(suffix_of(cfg))
         self.processor = getattr(backend, "processor", None)
         self.failures = 0
         if self.processor is None:
@@ -353,9 +393,7 @@ class Generator:
             "response": gen.text,
             "answer": inst.answer,
             "n_images": len(inst.images),
-            "target_image": tasks.target_image(
-                inst.task, inst.question, len(inst.images), inst.additional_info
-            ),
+            "target_image": self.benchmark.target_image(inst),
             "image_sizes": originals,
             "resized_sizes": viewed,
             "prompt_tokens": gen.prompt_tokens,
@@ -417,7 +455,7 @@ class Generator:
     def direct(self, insts: list[Instance]) -> None:
         self._pass(
             insts,
-            f"MIG-Bench {self.cfg.backend}",
+            f"{self.benchmark.title} {self.cfg.backend}",
             lambda inst: (P.direct_prompt(inst, self.suffix, self.cfg.format_when), inst.image_paths),
             lambda inst, prompt, gen, loaded: self._record(inst, prompt, gen, self._sizes(loaded)),
         )
@@ -525,9 +563,14 @@ def _spawn_workers(cfg: RunConfig, argv: list[str]) -> list[int]:
 
 def run(cfg: RunConfig, argv: list[str] | None = None) -> dict | None:
     """Generate what is missing in cfg.output_dir, then write the reports (unless a DP worker)."""
+    benchmark = get_benchmark(cfg.benchmark)
     if cfg.mode not in MODES:
         raise ValueError(f"unknown mode {cfg.mode!r}; choose from {MODES}")
-    P.suffix_text(cfg.format_suffix)
+    if cfg.mode not in benchmark.modes:
+        raise ValueError(
+            f"{benchmark.title} defines no {cfg.mode} prompts; its modes: {', '.join(benchmark.modes)}"
+        )
+    P.suffix_text(suffix_of(cfg))
     answer_formats.check_format(cfg.answer_format)
     if cfg.coords not in scoring.COORDS or cfg.rescale not in scoring.RESCALES:
         raise ValueError(
@@ -536,8 +579,9 @@ def run(cfg: RunConfig, argv: list[str] | None = None) -> dict | None:
     from atomicio import ensure_distinct_paths
 
     out = Path(cfg.output_dir)
-    ensure_distinct_paths({"--bench": cfg.bench} | {f"--output-dir's {n}": out / n for n in OWN_FILES})
-    bench = load_bench(cfg.bench, cfg.image_root, cfg.tasks, cfg.limit, cfg.answer_scale)
+    if benchmark.data_kind == "file":
+        ensure_distinct_paths({"--bench": cfg.bench} | {f"--output-dir's {n}": out / n for n in OWN_FILES})
+    bench = benchmark.load(cfg.bench, cfg.image_root, cfg.tasks, cfg.limit, cfg.answer_scale)
     protocol = protocol_of(cfg, bench)
     info = {
         "bench": str(Path(cfg.bench).resolve()),
@@ -564,10 +608,12 @@ def run(cfg: RunConfig, argv: list[str] | None = None) -> dict | None:
     pending = _pending(bench, finished)
     failures = 0
     if pending:
-        print(
-            f"[eval] {len(pending)} of {len(bench.instances)} instance(s) to generate "
-            f"({len(bench.instances) - len(pending)} already in {store.predictions_path})",
-            file=sys.stderr,
+        log.info(
+            "%d of %d instance(s) to generate (%d already in %s)",
+            len(pending),
+            len(bench.instances),
+            len(bench.instances) - len(pending),
+            store.predictions_path,
         )
         if cfg.data_parallel > 1 and cfg.backend != "openai":
             codes = _spawn_workers(cfg, argv or [])
@@ -576,7 +622,7 @@ def run(cfg: RunConfig, argv: list[str] | None = None) -> dict | None:
         else:
             failures = _generate_all(cfg, bench, store, pending, rank=None)
     else:
-        print(f"[eval] all {len(bench.instances)} instance(s) already generated; rescoring", file=sys.stderr)
+        log.info("all %d instance(s) already generated; rescoring", len(bench.instances))
 
     finished = store.finished()
     selected = {i.index for i in bench.instances} | {p.index for p in bench.problems}
@@ -586,13 +632,13 @@ def run(cfg: RunConfig, argv: list[str] | None = None) -> dict | None:
         "model": cfg.label or Path(cfg.model).name or cfg.model,
         "backend": cfg.backend,
         "mode": cfg.mode,
-        "format_suffix": P.suffix_text(cfg.format_suffix),
+        "format_suffix": P.suffix_text(suffix_of(cfg)),
         "bench": str(bench.path),
         "answer_scale": bench.answer_scale,
         "incomplete": missing,
         "notes": bench.warnings + store.notes,
     }
-    metrics = report(cfg.output_dir, records, context, cfg.coords, cfg.rescale, cfg.answer_format)
+    metrics = report(cfg.output_dir, records, context, cfg.coords, cfg.rescale, cfg.answer_format, benchmark)
     if missing or failures:
         raise IncompleteRun(
             f"{missing} instance(s) are not generated yet ({failures} failure(s) this time); "
@@ -613,7 +659,7 @@ def _generate_all(cfg: RunConfig, bench: Bench, store: RunStore, pending: list[I
         else:
             gen.cot(pending)
         took = time.perf_counter() - start
-        print(f"[eval] generated {len(pending)} instance(s) in {took:.2f} s", file=sys.stderr)
+        log.info("generated %d instance(s) in %.2f s", len(pending), took)
         return gen.failures
     finally:
         backend.close()

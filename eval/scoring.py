@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 
-from eval import answers, tasks
+from eval import answers
 from eval.parsing import ParsedBox, parse_box  # noqa: F401 - parse_box: part of this module's API
 
 THRESHOLDS = (0.5, 0.3, 0.7)
@@ -106,41 +106,12 @@ def score_response(
     }
 
 
-def _summary(ious: list[float]) -> dict:
-    n = len(ious)
-    if n == 0:
-        return {"n": 0, "acc@0.5": None, "acc@0.3": None, "acc@0.7": None, "miou": None}
-    out = {"n": n}
-    for t in THRESHOLDS:
-        out[f"acc@{t}"] = round(100.0 * sum(1 for v in ious if v >= t) / n, 4)
-    out["miou"] = round(100.0 * sum(ious) / n, 4)
-    return {k: out[k] for k in METRIC_KEYS}
+def aggregate(records: Iterable[dict], benchmark=None) -> dict:
+    """metrics.json's numbers: per task, per group and the unweighted average (eval.benchmark).
 
+    benchmark: an eval.benchmark.Benchmark (default MIG-Bench, Table 1 order)."""
+    if benchmark is None:
+        from eval.benchmarks import get_benchmark
 
-def _mean_of(task_metrics: list[dict]) -> dict:
-    if not task_metrics:
-        return {"n": 0, "acc@0.5": None, "acc@0.3": None, "acc@0.7": None, "miou": None}
-    out = {"n": sum(m["n"] for m in task_metrics)}
-    for key in METRIC_KEYS[1:]:
-        out[key] = round(sum(m[key] for m in task_metrics) / len(task_metrics), 4)
-    return out
-
-
-def aggregate(records: Iterable[dict]) -> dict:
-    """metrics.json: per task (Table 1 order, present tasks only), per group, and the average.
-
-    Each record needs `task` and `iou` (a skipped instance counts with IoU 0).
-    Groups and the average are unweighted means over the tasks present.
-    """
-    by_task: dict[str, list[float]] = {}
-    for rec in records:
-        by_task.setdefault(rec["task"], []).append(float(rec.get("iou") or 0.0))
-    unknown = sorted(set(by_task) - set(tasks.TASK_NAMES))
-    if unknown:
-        raise ValueError(f"records name tasks that are not MIG-Bench tasks: {unknown}")
-    task_metrics = {t: _summary(by_task[t]) for t in tasks.TASK_NAMES if t in by_task}
-    groups = {
-        g: _mean_of([task_metrics[t.name] for t in tasks.TASKS if t.group == g and t.name in task_metrics])
-        for g in tasks.GROUPS
-    }
-    return {"tasks": task_metrics, "groups": groups, "average": _mean_of(list(task_metrics.values()))}
+        benchmark = get_benchmark()
+    return benchmark.aggregate(records)

@@ -1,8 +1,12 @@
 """python -m merge_tool --models A B [C ...] [--weights ...] [--method M --base B --param k=v] --output OUT
 python -m merge_tool CONFIG.yaml --output OUT  (a mergekit config)
+(also installed as the console script `migician-merge`)
 
 Merges checkpoints tensor by tensor without loading whole models, by any
 method of the table in merge_tool/methods; see merge_tool/README.md.
+Exit codes are cli.py's, shared by every CLI: 0 merged, 1 a refusal (bad model, file, tensor,
+parameter or an output in the way; nothing written), 2 a wrong command line,
+128 + N stopped by signal N (130 for Ctrl-C; nothing written).
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import signal
 import sys
 
 from atomicio import OutputExistsError
+from cli import EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, fail, prog_name, signal_code
 
 from .config import read_config
 from .errors import MergeError
@@ -21,12 +26,13 @@ from .plan import build_plan, plan_spec
 from .spec import parse_param
 
 SPEC_FLAGS = ("models", "weights", "base", "scale", "param", "dtype")
+SCRIPT = "migician-merge"
 
 
 def build_parser() -> argparse.ArgumentParser:
     methods = "; ".join(f"{m.name}: {m.summary}" for m in METHODS.values())
     parser = argparse.ArgumentParser(
-        prog="python -m merge_tool",
+        prog=prog_name("merge_tool", SCRIPT),
         description="Merge same-architecture safetensors checkpoints (e.g. Migician's stage 1 and stage 2), "
         "streaming tensor by tensor. Give the merge as flags or as a mergekit YAML config. Methods: "
         + methods,
@@ -89,18 +95,22 @@ def _interrupt(signum, frame):
     raise Interrupted(signum)
 
 
-def _plan(args: argparse.Namespace, parser: argparse.ArgumentParser):
+def _usage_problem(args: argparse.Namespace) -> str | None:
+    """What is wrong with the command line itself (exit 2, as argparse's own errors), or None."""
     if args.config is not None:
         given = [f"--{f}" for f in SPEC_FLAGS if getattr(args, f) not in (None, [])]
         if args.method != "linear":
             given.append("--method")
         if given:
-            parser.error(
-                f"{' '.join(given)} cannot be combined with a config file; put them in {args.config}"
-            )
+            return f"{' '.join(given)} cannot be combined with a config file; put them in {args.config}"
+    elif not args.models:
+        return "give --models A B ... or a config file"
+    return None
+
+
+def _plan(args: argparse.Namespace):
+    if args.config is not None:
         return plan_spec(read_config(args.config))
-    if not args.models:
-        parser.error("give --models A B ... or a config file")
     params = dict(parse_param(p) for p in args.param)
     return build_plan(
         args.models,
@@ -116,12 +126,21 @@ def _plan(args: argparse.Namespace, parser: argparse.ArgumentParser):
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    prog = parser.prog
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help (0) or argparse's usage error (2), already printed
+        return EXIT_OK if exc.code in (0, None) else EXIT_USAGE
+    problem = _usage_problem(args)
+    if problem:
+        parser.print_usage(sys.stderr)
+        return fail(prog, problem, EXIT_USAGE)
     for signum in (signal.SIGTERM, signal.SIGHUP):
         if signal.getsignal(signum) is not signal.SIG_IGN:  # under nohup a hang-up stays ignored
             signal.signal(signum, _interrupt)
+    nothing = f"nothing was written to {args.output}"
     try:
-        plan = _plan(args, parser)
+        plan = _plan(args)
         try:
             summary = run_merge(
                 plan,
@@ -134,26 +153,22 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             plan.close()
     except (MergeError, OutputExistsError) as err:
-        print(f"merge_tool: error: {err}", file=sys.stderr)
-        return 1
+        return fail(prog, err, EXIT_BAD_INPUT)
     except OSError as err:  # e.g. disk full while writing: the temporary folder is already gone
-        print(f"merge_tool: error: {err}; nothing was written to {args.output}", file=sys.stderr)
-        return 1
+        return fail(prog, f"{err}; {nothing}", EXIT_BAD_INPUT)
     except KeyboardInterrupt:
-        print(f"merge_tool: interrupted; nothing was written to {args.output}", file=sys.stderr)
-        return 130
+        return fail(prog, f"interrupted (SIGINT); {nothing}", EXIT_INTERRUPTED)
     except Interrupted as stop:
         name = signal.Signals(stop.signum).name
-        print(f"merge_tool: stopped by {name}; nothing was written to {args.output}", file=sys.stderr)
-        return 128 + stop.signum
+        return fail(prog, f"stopped by {name}; {nothing}", signal_code(stop.signum))
     for note in summary["notes"]:
-        print(f"merge_tool: note: {note}", file=sys.stderr)
+        print(f"{prog}: note: {note}", file=sys.stderr)
     print(
         f"merged {len(plan.models)} models ({plan.method_name}) into "
         f"{summary['output']}: {summary['tensors']} tensors, {summary['shards']} shard(s), "
         f"{summary['bytes_written'] / 1e9:.3f} GB in {summary['seconds']:.1f} s"
     )
-    return 0
+    return EXIT_OK
 
 
 if __name__ == "__main__":

@@ -1,27 +1,36 @@
-"""`python -m rl rewards ...`: score saved completions with the RL rewards.
+"""`python -m rl rewards ...` / `python -m rl train ...` (console script `migician-rl`): the RL stage's CLI.
 
 Why subcommands in a table: each subcommand is one `_add_<name>(sub)` function that registers its
 arguments and its handler, so a new one (e.g. `train`) is one function plus one line in build_parser().
-Exit codes: 0 ok, 1 bad input (nothing could be scored), 2 usage (bad options, an output in the
-way), 3 partial (some lines were malformed and were written with an `error` field).
+Exit codes are cli.py's: 0 ok, 1 bad input (a missing or empty input, bad --weights, an output in the
+way or the input itself as output; nothing written), 2 usage (argparse's own: unknown options or
+choices), 3 partial (some lines were malformed and were written with an `error` field).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 from pathlib import Path
 
-EXIT_OK, EXIT_BAD_INPUT, EXIT_USAGE, EXIT_PARTIAL = 0, 1, 2, 3
+from cli import (
+    EXIT_BAD_INPUT,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_PARTIAL,
+    EXIT_USAGE,
+    fail,
+    prog_name,
+    setup_logging,
+)
+
+SCRIPT = "migician-rl"
 SCORE_KEYS = ("format", "image", "iou", "total")
 REQUIRED = ("id", "completion", "image_index", "box", "num_images")
 MAX_REPORTED = 20  # malformed lines named on stderr; all of them carry their error in the output
-
-
-class UsageError(ValueError):
-    """Options that cannot work together (exit 2)."""
 
 
 def _score_line(lineno: int, raw: bytes, profile: str, weights) -> tuple[dict, str | None]:
@@ -68,7 +77,7 @@ def score_jsonl(src: Path, dst: Path, profile: str, weights, force: bool) -> tup
     if not src.is_file():
         raise FileNotFoundError(f"input {src} does not exist")
     if dst.exists() and os.path.samefile(src, dst):
-        raise UsageError(f"--output {dst} is the input file; write the scores to another file")
+        raise ValueError(f"--output {dst} is the input file; write the scores to another file")
     refuse_existing(dst, force)
     scored, problems, seen = 0, [], 0
     with open(src, "rb") as fin, atomic_file(dst) as fout:
@@ -90,19 +99,19 @@ def score_jsonl(src: Path, dst: Path, profile: str, weights, force: bool) -> tup
 # ---------------------------------------------------------------- subcommands
 
 
-def _rewards(args) -> int:
+def _rewards(args, prog: str) -> int:
     from rl import rewards
 
     try:
         weights = rewards.resolve_weights(args.profile, args.weights)
     except ValueError as exc:
-        raise UsageError(f"--weights: {exc}") from exc
+        raise ValueError(f"--weights: {exc}") from exc
     scored, problems = score_jsonl(args.input, args.output, args.profile, weights, args.force)
     for p in problems[:MAX_REPORTED]:
-        print(f"malformed: {p}", file=sys.stderr)
+        print(f"{prog}: malformed: {p}", file=sys.stderr)
     if len(problems) > MAX_REPORTED:
         print(
-            f"... {len(problems) - MAX_REPORTED} more (each has an `error` field in the output)",
+            f"{prog}: ... {len(problems) - MAX_REPORTED} more (each has an `error` field in the output)",
             file=sys.stderr,
         )
     print(
@@ -110,7 +119,9 @@ def _rewards(args) -> int:
         f"(weights {','.join(f'{w:g}' for w in weights)}) -> {args.output}"
     )
     if problems:
-        print(f"{len(problems)} malformed line(s) were written with an `error` field", file=sys.stderr)
+        print(
+            f"{prog}: {len(problems)} malformed line(s) were written with an `error` field", file=sys.stderr
+        )
         return EXIT_PARTIAL if scored else EXIT_BAD_INPUT
     return EXIT_OK
 
@@ -127,19 +138,16 @@ def _add_rewards(sub) -> None:
     p.set_defaults(handler=_rewards)
 
 
-def _train(args) -> int:
-    import logging
-
+def _train(args, prog: str) -> int:
     from rl.config import ConfigError
     from rl.data import RLDataError
     from rl.train import train
 
-    logging.basicConfig(level=logging.INFO, format="[rl %(asctime)s] %(message)s", datefmt="%H:%M:%S")
+    setup_logging(prog, logging.INFO)
     try:
         metrics = train(args.recipe, args.overrides)
     except (ConfigError, RLDataError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+        return fail(prog, exc, EXIT_BAD_INPUT)
     print(json.dumps(metrics, indent=2))
     return EXIT_OK
 
@@ -152,7 +160,7 @@ def _add_train(sub) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m rl", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog=prog_name("rl", SCRIPT), description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     _add_rewards(sub)
     _add_train(sub)
@@ -160,21 +168,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from atomicio import OutputExistsError
-
     parser = build_parser()
+    prog = parser.prog
     try:
         args = parser.parse_args(argv)
-    except SystemExit as exc:  # argparse: --help (0) or a usage error (2)
-        return int(exc.code or 0)
+    except SystemExit as exc:  # --help (0) or argparse's usage error (2), already printed
+        return EXIT_OK if exc.code in (0, None) else EXIT_USAGE
     try:
-        return args.handler(args)
-    except (UsageError, OutputExistsError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except (FileNotFoundError, ValueError, OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+        return args.handler(args, prog)
+    except (ValueError, OSError) as exc:  # incl. FileNotFoundError and atomicio's OutputExistsError
+        return fail(prog, exc, EXIT_BAD_INPUT)
+    except KeyboardInterrupt:
+        return fail(prog, "interrupted (SIGINT)", EXIT_INTERRUPTED)  # rewards: no partial --output
 
 
 if __name__ == "__main__":

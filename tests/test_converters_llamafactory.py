@@ -1,16 +1,18 @@
 """Every dataset_info.json entry loads through LLaMA-Factory's own data loader (qwen2_vl template).
 
-The files come from `python -m converters all` on the fixtures (production layout under
-data/, the demo's under data/demo/), in a temporary dataset_dir holding a copy of the
-repository's dataset_info.json. Nothing may be dropped by LLaMA-Factory, and every image
-must become exactly one vision block in the tokenized prompt.
+The files and the registry come from `python -m converters all --output-dir OUT` on the fixtures
+(twice: the default mixture prefix and another one, into the same OUT), and LLaMA-Factory reads
+OUT as `dataset_dir`: the registry's paths are relative to it (LLaMA-Factory's own convention),
+not to the working directory, so `make stage1 DATA_OUT=/scratch` trains on /scratch. Nothing may
+be dropped by LLaMA-Factory, and every image must become exactly one vision block in the prompt.
 """
 
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
+
+import pytest
 
 from converters.__main__ import main
 from converters.registry import dataset_info_text
@@ -26,25 +28,26 @@ def test_committed_registry_is_the_generated_one(capsys):
     assert "up to date" in capsys.readouterr().out
 
 
+@pytest.mark.train
 def test_every_registered_dataset_loads_in_llamafactory(tiny_model, tmp_path):
     from llamafactory.data import get_dataset, get_template_and_fix_tokenizer
     from llamafactory.hparams import get_train_args
     from llamafactory.model import load_tokenizer
 
-    dataset_dir = tmp_path / "dataset_dir"
-    dataset_dir.mkdir()
-    shutil.copy(REPO / "dataset_info.json", dataset_dir / "dataset_info.json")
+    dataset_dir = tmp_path / "scratch" / "out"  # any folder: nothing under the repository's data/
     common = ["all", "--data-root", str(FIXTURE_ROOT), "--max-reject-rate", "0.5", "--check-images"]
-    common += ["--stage1-total", "40", "--stage2-total", "20"]
+    common += ["--stage1-total", "40", "--stage2-total", "20", "--output-dir", str(dataset_dir)]
     common += ["--traj-sft-size", "12"]  # the fixtures' other samples go to mg_rl
-    assert main([*common, "--output-dir", str(dataset_dir / "data")]) == 0
-    assert (
-        main([*common, "--output-dir", str(dataset_dir / "data" / "demo"), "--mixture-prefix", "demo"]) == 0
-    )
+    assert main(common) == 0
+    assert main([*common, "--mixture-prefix", "scratch"]) == 0
 
     info = json.loads((dataset_dir / "dataset_info.json").read_text(encoding="utf-8"))
-    assert len(info) == 17
+    assert len(info) == 19  # 13 sources, mg_traj_sft, mg_rl, migician_stage{1,2}, scratch_stage{1,2}
+    top = json.loads((REPO / "dataset_info.json").read_text(encoding="utf-8"))
+    for name, value in top.items():  # the repository's registry: the same entries under data/
+        assert value == {**info[name], "file_name": "data/" + info[name]["file_name"]}, name
     for name, entry in info.items():
+        assert not Path(entry["file_name"]).is_absolute(), name
         path = dataset_dir / entry["file_name"]
         n_records = len(index_record_lines(path)[0])
         assert n_records > 0, name

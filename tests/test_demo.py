@@ -73,6 +73,6 @@ def test_reduced_demo_runs_end_to_end_and_reuses_its_work(tmp_path, eval_python)
         timeout=300,
         env={**os.environ, "PYTHONPATH": str(REPO)},
     )
-    assert other.returncode == 2, other.stdout + other.stderr
+    assert other.returncode == 1, other.stdout + other.stderr  # cli.py: bad input, nothing run
     assert "seed 0 -> 1" in other.stderr and "make clean" in other.stderr
     assert "[demo" not in other.stdout and settings.read_text() == before

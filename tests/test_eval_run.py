@@ -22,6 +22,8 @@ from eval.synthetic import make_synthetic_bench
 from eval.tasks import TASK_NAMES
 from tests.conftest import REPO, run_in
 
+pytestmark = pytest.mark.train  # every test runs the tiny model (transformers here, vLLM in .venv-eval)
+
 # The paper script inherits the checkpoint's repetition penalty (1.05 for Qwen2-VL-Instruct); use it here too.
 COMMON = ["--dtype", "float32", "--max-new-tokens", "32", "--repetition-penalty", "1.05"]
 
@@ -123,7 +125,7 @@ def test_a_different_protocol_is_refused(hf_run, bench, tiny_model, tmp_path):
             text=True,
             timeout=300,
         )
-        assert proc.returncode == 2 and "different protocol" in proc.stderr, proc.stderr
+        assert proc.returncode == 1 and "different protocol" in proc.stderr, proc.stderr
     other = tmp_path / "other-model"
     shutil.copytree(tiny_model, other)
     proc = subprocess.run(
@@ -133,7 +135,7 @@ def test_a_different_protocol_is_refused(hf_run, bench, tiny_model, tmp_path):
         text=True,
         timeout=300,
     )
-    assert proc.returncode == 2 and "model" in proc.stderr
+    assert proc.returncode == 1 and "model" in proc.stderr
     # Asked explicitly: the old run is discarded and the new one written.
     copy = tmp_path / "forced"
     shutil.copytree(hf_run, copy)

@@ -134,7 +134,7 @@ def test_score_refuses_to_overwrite_and_compare(predictions, tmp_path):
     a, b = tmp_path / "a", tmp_path / "b"
     cli("score", "--predictions", str(predictions), "--output-dir", str(a))
     again = cli("score", "--predictions", str(predictions), "--output-dir", str(a), check=False)
-    assert again.returncode == 2 and "--force" in again.stderr
+    assert again.returncode == 1 and "--force" in again.stderr
     cli(
         "score", "--predictions", str(predictions), "--output-dir", str(a), "--rescale", "migician", "--force"
     )
@@ -149,14 +149,14 @@ def test_score_refuses_to_overwrite_and_compare(predictions, tmp_path):
     assert rows["a"][region] == "50.00" and rows["b"][region] == "45.45"  # rescaled vs not
     assert rows["a"][header.index("MV")] == "–"  # absent task
     bad = cli("compare", str(a), str(tmp_path / "nothing"), check=False)
-    assert bad.returncode == 2 and "metrics.json" in bad.stderr
+    assert bad.returncode == 1 and "metrics.json" in bad.stderr
 
 
 def test_score_rejects_a_file_without_predictions(tmp_path):
     path = tmp_path / "p.jsonl"
     path.write_text('{"task": "vqa", "response": "x", "answer": [0, 0, 1, 1]}\n')
     proc = cli("score", "--predictions", str(path), "--output-dir", str(tmp_path / "o"), check=False)
-    assert proc.returncode == 2 and "no usable prediction" in proc.stderr
+    assert proc.returncode == 1 and "no usable prediction" in proc.stderr
     missing = cli(
         "score",
         "--predictions",
@@ -165,7 +165,7 @@ def test_score_rejects_a_file_without_predictions(tmp_path):
         str(tmp_path / "o"),
         check=False,
     )
-    assert missing.returncode == 2 and "does not exist" in missing.stderr
+    assert missing.returncode == 1 and "does not exist" in missing.stderr
 
 
 def test_qwen25_pixel_answers_are_converted_with_the_resized_target_size(tmp_path):

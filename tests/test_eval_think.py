@@ -308,7 +308,7 @@ def test_think_run_end_to_end(bench, model_server, tmp_path):
     refused = cli(
         "score", "--predictions", str(out / "predictions.jsonl"), "--output-dir", str(tmp_path / "s0")
     )
-    assert refused.returncode == 2 and "--answer-format think" in refused.stderr
+    assert refused.returncode == 1 and "--answer-format think" in refused.stderr
     assert not (tmp_path / "s0").exists()
     again = cli(
         "score",
@@ -341,7 +341,7 @@ def test_think_run_end_to_end(bench, model_server, tmp_path):
     # The same folder with the official answer format is another protocol: refused, run untouched.
     before = (out / "predictions.jsonl").read_bytes()
     other = cli(*run)
-    assert other.returncode == 2 and "answer_format" in other.stderr and "--force" in other.stderr
+    assert other.returncode == 1 and "answer_format" in other.stderr and "--force" in other.stderr
     assert (out / "predictions.jsonl").read_bytes() == before
 
 

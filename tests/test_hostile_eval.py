@@ -48,7 +48,7 @@ def score(tmp_path: Path, lines: list, *extra: str) -> tuple[int, Path]:
 def test_one_index_in_two_tasks_is_refused_naming_both_lines(tmp_path, capsys):
     code, out = score(tmp_path, [pred(0), pred(1), pred(1, task="region")])
     err = capsys.readouterr().err
-    assert code == 2
+    assert code == 1
     assert "predictions line 2 (task 'diff') and line 3 (task 'region') both give instance 1" in err
     assert not out.exists()
 
@@ -92,7 +92,7 @@ def test_score_output_dir_that_is_a_file_is_refused(tmp_path, capsys):
     path = write_predictions(tmp_path / "predictions.jsonl", [pred(0)])
     target = tmp_path / "taken"
     target.write_text("mine", encoding="utf-8")
-    assert main(["score", "--predictions", str(path), "--output-dir", str(target)]) == 2
+    assert main(["score", "--predictions", str(path), "--output-dir", str(target)]) == 1
     assert f"--output-dir {target} is a file, not a folder" in capsys.readouterr().err
     assert target.read_text(encoding="utf-8") == "mine"
 
@@ -100,7 +100,7 @@ def test_score_output_dir_that_is_a_file_is_refused(tmp_path, capsys):
 def test_score_never_writes_a_report_over_its_own_predictions(tmp_path, capsys):
     path = write_predictions(tmp_path / "scoring.json", [pred(0)])
     before = path.read_bytes()
-    assert main(["score", "--predictions", str(path), "--output-dir", str(tmp_path), "--force"]) == 2
+    assert main(["score", "--predictions", str(path), "--output-dir", str(tmp_path), "--force"]) == 1
     assert "--predictions and report scoring.json are the same file" in capsys.readouterr().err
     assert path.read_bytes() == before
 
@@ -109,7 +109,7 @@ def test_compare_output_equal_to_a_runs_metrics_is_refused(tmp_path, capsys):
     assert score(tmp_path, [pred(0)])[0] == 0
     metrics = tmp_path / "scored" / "metrics.json"
     before = metrics.read_bytes()
-    assert main(["compare", str(tmp_path / "scored"), "--output", str(metrics), "--force"]) == 2
+    assert main(["compare", str(tmp_path / "scored"), "--output", str(metrics), "--force"]) == 1
     assert "are the same file" in capsys.readouterr().err and metrics.read_bytes() == before
 
 
@@ -139,7 +139,7 @@ def test_eval_run_with_a_run_json_holding_a_list_is_refused_clearly(synth, tmp_p
     out = tmp_path / "out"
     out.mkdir()
     (out / "run.json").write_text("[1, 2]", encoding="utf-8")
-    assert _run(synth, out) == 2
+    assert _run(synth, out) == 1
     err = capsys.readouterr().err
     assert f"{out / 'run.json'} is unreadable (it holds a JSON list, not a run record)" in err
     assert "Traceback" not in err and (out / "run.json").read_text() == "[1, 2]"
@@ -148,13 +148,13 @@ def test_eval_run_with_a_run_json_holding_a_list_is_refused_clearly(synth, tmp_p
 def test_eval_run_output_dir_that_is_a_file_and_bench_inside_outputs_are_refused(synth, tmp_path, capsys):
     taken = tmp_path / "taken"
     taken.write_text("mine", encoding="utf-8")
-    assert _run(synth, taken) == 2
+    assert _run(synth, taken) == 1
     assert "is a file, not a folder" in capsys.readouterr().err and taken.read_text() == "mine"
     out = tmp_path / "out"
     out.mkdir()
     bench = out / "run.json"
     bench.write_bytes(synth.read_bytes())
-    assert _run(bench, out, "--force") == 2
+    assert _run(bench, out, "--force") == 1
     assert "--bench and --output-dir's run.json are the same file" in capsys.readouterr().err
     assert bench.read_bytes() == synth.read_bytes()
 

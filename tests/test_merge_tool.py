@@ -7,6 +7,8 @@ reference implementation, not against itself.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import re
@@ -106,6 +108,30 @@ def merge(models, out, chunk_elements=1000, threads=2, force=False, max_shard_si
 
 
 def cli(*args: str, **kwargs) -> subprocess.CompletedProcess:
+    """`python -m merge_tool ARGS` as its own main() in this process, with stdout and stderr captured.
+
+    Why in-process: interpreter and numpy start-up (~0.7 s a call) was most of the merge tests' time.
+    The process itself (exit status, signals, no torch import) is tested through `python_m`, which
+    runs the real `python -m merge_tool`, as do calls that pass subprocess options (`kwargs`).
+    """
+    if kwargs:
+        return python_m(*args, **kwargs)
+    from merge_tool.__main__ import main
+
+    out, err = io.StringIO(), io.StringIO()
+    handlers = {signum: signal.getsignal(signum) for signum in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            code = main(list(args))
+    finally:  # main() installs its SIGTERM / SIGHUP handlers; pytest keeps its own
+        for signum, handler in handlers.items():
+            signal.signal(signum, handler)
+    return subprocess.CompletedProcess(
+        ["python", "-m", "merge_tool", *args], code, out.getvalue(), err.getvalue()
+    )
+
+
+def python_m(*args: str, **kwargs) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     return subprocess.run(
         [sys.executable, "-m", "merge_tool", *args],
@@ -216,7 +242,7 @@ def load_file_all(folder: Path) -> dict[str, torch.Tensor]:
 def test_three_models_custom_weights_through_the_cli(three_models, tmp_path):
     weights = [0.5, 0.3, 0.2]
     out = tmp_path / "out"
-    proc = cli(
+    proc = python_m(
         "--models", *map(str, three_models), "--weights", *map(str, weights), "--output", str(out),
         "--max-shard-size", "3KB",
     )  # fmt: skip
@@ -356,6 +382,7 @@ def refused(tmp_path, *args: str) -> str:
     assert not (tmp_path / "out").exists()
     assert leftovers(tmp_path, before) == []
     assert "Traceback" not in proc.stderr
+    assert proc.stderr.startswith("python -m merge_tool: error: "), proc.stderr  # cli.py's one style
     return proc.stderr
 
 
@@ -501,6 +528,10 @@ def test_interrupted_merge_leaves_nothing(tmp_path):
     proc.send_signal(signal.SIGTERM)
     _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 128 + signal.SIGTERM, stderr
+    assert (
+        f"python -m merge_tool: error: stopped by SIGTERM; nothing was written to {tmp_path / 'out'}"
+        in stderr
+    )
     assert not (tmp_path / "out").exists()
     assert leftovers(tmp_path, before) == []
 

@@ -17,6 +17,8 @@ import torch
 
 from tests.conftest import run_in
 
+pytestmark = pytest.mark.train  # the tiny model and transformers generation (not in `make test-unit`)
+
 
 @pytest.fixture(scope="module")
 def two_stages(tiny_model, tmp_path_factory) -> tuple[Path, Path]:

@@ -30,6 +30,7 @@ def load_recipe(stage: int) -> dict:
 
 
 # ---- LLaMA-Factory's own argument parsing ------------------------------------------------
+@pytest.mark.train
 @pytest.mark.parametrize("stage", [1, 2])
 def test_recipe_passes_llamafactory_validation(stage, tiny_model, tmp_path):
     """Everything but the model path and the device keys is parsed exactly as written."""
@@ -47,6 +48,7 @@ def test_recipe_passes_llamafactory_validation(stage, tiny_model, tmp_path):
     assert model_args.image_max_pixels == recipe["image_max_pixels"]
 
 
+@pytest.mark.train
 def test_unknown_recipe_key_is_refused(tiny_model, tmp_path):
     from llamafactory.hparams import get_train_args
 

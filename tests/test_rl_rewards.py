@@ -423,20 +423,23 @@ def test_cli_keeps_ids_and_order_and_marks_bad_lines(tmp_path, capsys):
     assert all("total" not in r for r in out if "error" in r)
 
 
-def test_cli_refuses_to_overwrite_and_never_writes_over_the_input(tmp_path):
+def test_cli_refuses_to_overwrite_and_never_writes_over_the_input(tmp_path, capsys):
     src, dst = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
     src.write_text(_line("a", ta("r", f"[2-1] {BOX}")) + "\n")
     dst.write_text("mine\n")
-    assert main(["rewards", "--input", str(src), "--output", str(dst)]) == 2
+    assert main(["rewards", "--input", str(src), "--output", str(dst)]) == 1  # an output in the way
     assert dst.read_text() == "mine\n"
-    assert main(["rewards", "--input", str(src), "--output", str(src), "--force"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("python -m rl: error: ") and "--force" in err and err.count("\n") == 1, err
+    assert main(["rewards", "--input", str(src), "--output", str(src), "--force"]) == 1
+    assert "python -m rl: error: --output" in capsys.readouterr().err
     assert json.loads(src.read_text())["id"] == "a" and "total" not in json.loads(src.read_text())
     assert main(["rewards", "--input", str(src), "--output", str(dst), "--force", "--weights", "1,1,2"]) == 0
     assert json.loads(dst.read_text())["total"] == pytest.approx(2 + 2 * SEVENTH)
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary file left
 
 
-def test_cli_bad_input_and_usage_codes(tmp_path):
+def test_cli_bad_input_and_usage_codes(tmp_path, capsys):
     src = tmp_path / "in.jsonl"
     assert main(["rewards", "--input", str(tmp_path / "none"), "--output", str(tmp_path / "o")]) == 1
     src.write_text("\n\n")
@@ -445,8 +448,13 @@ def test_cli_bad_input_and_usage_codes(tmp_path):
     src.write_text("garbage\n")
     assert main(["rewards", "--input", str(src), "--output", str(tmp_path / "o")]) == 1  # nothing scored
     assert json.loads((tmp_path / "o").read_text())["error"].startswith("line 1")
-    assert main(["rewards", "--input", str(src), "--output", str(tmp_path / "p"), "--weights", "1,1"]) == 2
+    capsys.readouterr()
+    assert main(["rewards", "--input", str(src), "--output", str(tmp_path / "p"), "--weights", "1,1"]) == 1
+    assert capsys.readouterr().err.startswith("python -m rl: error: --weights: ")
+    assert not (tmp_path / "p").exists()
+    # argparse's own usage errors are 2, with the same prefix
     assert main(["rewards", "--input", str(src), "--output", str(tmp_path / "p"), "--profile", "r1"]) == 2
+    assert "python -m rl rewards: error: argument --profile" in capsys.readouterr().err
     assert main([]) == 2 and main(["rewards", "--help"]) == 0
 
 
@@ -485,5 +493,5 @@ def test_a_subcommand_is_one_function_and_one_add_parser():
     parser = build_parser()
     sub = next(a for a in parser._actions if a.dest == "command")
     p = sub.add_parser("echo")
-    p.set_defaults(handler=lambda args: 0)
-    assert parser.parse_args(["echo"]).handler(None) == 0
+    p.set_defaults(handler=lambda args, prog: 0)
+    assert parser.parse_args(["echo"]).handler(None, parser.prog) == 0

@@ -1,8 +1,10 @@
 """The stage table (stages.py) and the recipes it names: one entry per stage, every recipe real.
 
-Why: the stage names used to be literals in nine places; now the mixture shares, the registry,
-the Makefile's recipes and the demo read one table, so these tests hold the table and the recipe
-files to each other and to the papers' values (MIRG-RL Sec. 3.1, UniVG-R1's GRPO settings).
+Why: the stage names used to be literals in nine places; now the registry, the Makefile's
+recipes and the demo read one table, and the mixture stages' composition (Table 12) is one
+YAML file (recipes/mixtures.yaml) checked against it, so these tests hold the table, the
+recipe files and the mixtures file to each other and to the papers' values (Migician Table 12,
+MIRG-RL Sec. 3.1, UniVG-R1's GRPO settings).
 """
 
 from __future__ import annotations
@@ -13,9 +15,8 @@ import subprocess
 import pytest
 import yaml
 
-from converters.mixture import DEFAULT_TOTALS
-from converters.mixture import STAGES as MIXTURE_SHARES
-from stages import STAGES, mixture_stages
+from converters.composition import load_composition
+from stages import MIXTURE, STAGES, mixture_stages
 from tests.conftest import REPO, run_in
 
 
@@ -33,9 +34,24 @@ def test_every_stage_has_a_recipe_and_a_registered_dataset():
         if stage.starts_from:
             assert data["model_name_or_path"] == f"saves/{stage.starts_from}"
     assert list(mixture_stages()) == ["stage1", "stage2"]
-    assert {n: s.mixture for n, s in mixture_stages().items()} == MIXTURE_SHARES
-    assert all(sum(shares.values()) == 100 for shares in MIXTURE_SHARES.values())  # Table 12 in percent
-    assert DEFAULT_TOTALS == {"stage1": 1_000_000, "stage2": 200_000}
+    assert all(s.data == MIXTURE for s in mixture_stages().values())
+
+
+def test_mixture_composition_is_table_12():
+    composition = load_composition()
+    assert list(composition.stages) == list(mixture_stages())  # one entry per mixture stage, in order
+    assert composition.totals == {"stage1": 1_000_000, "stage2": 200_000}
+    assert {stage: mix.shares for stage, mix in composition.stages.items()} == {
+        "stage1": {"s_understanding": 17, "s_grounding": 13, "m_understanding": 16, "m_grounding_stage1": 54},
+        "stage2": {
+            "s_understanding": 9,
+            "s_grounding": 7,
+            "m_understanding": 8,
+            "m_grounding_stage1": 27,
+            "m_grounding_free_form": 49,
+        },
+    }
+    assert composition.sources("s_grounding") == ("refcoco", "refcoco_plus", "refcocog", "groma_instruct")
 
 
 def test_trajectory_sft_recipe_is_mirg_rl():

@@ -15,6 +15,7 @@ sys.path.insert(0, str(REPO / "scripts"))
 import tokenized_path  # noqa: E402
 
 RECIPE = str(REPO / "recipes/stage1.yaml")
+pytestmark = pytest.mark.train  # the tiny model's tokenizer and LLaMA-Factory's dataclasses
 
 
 @pytest.fixture
