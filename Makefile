@@ -39,6 +39,11 @@ GRPO_GLOBAL_BATCH ?= 128
 # Extra `key=value` overrides for `python -m rl train` (TRL GRPOConfig fields or the pack's keys), e.g.
 #   RL_ARGS="use_vllm=true reward_profile=univg"
 RL_ARGS ?=
+# The base model's family (families.py) sets the template, the pixel budget and the data's box format:
+# read from the model's config.json (model_type), FAMILY=qwen2-vl|qwen2.5-vl|qwen3-vl forces it. The
+# default BASE_MODEL is a Qwen2-VL (its family is known without a download).
+FAMILY ?=
+family_flags = $(if $(FAMILY),--family $(FAMILY)) $(if $(filter file,$(origin BASE_MODEL)),--default-family qwen2-vl)
 # Extra `key=value` overrides passed to llamafactory-cli, e.g.
 #   TRAIN_ARGS="flash_attn=fa2 enable_liger_kernel=true deepspeed=recipes/ds_z2_config.json"
 TRAIN_ARGS ?=
@@ -101,7 +106,9 @@ format: $(TRAIN_STAMP) ## ruff format and autofix
 # ---- the real pipeline -----------------------------------------------------------------
 data: $(TRAIN_STAMP) ## convert DATA_ROOT into DATA_OUT (data/), build both mixtures, write DATA_OUT/dataset_info.json (CHECK_IMAGES=1 decodes every image)
 	@test -n "$(DATA_ROOT)" || { echo "usage: make data DATA_ROOT=/path/holding/MGrounding-630k"; exit 2; }
-	$(TRAIN_PY) -m converters all --data-root $(DATA_ROOT) --output-dir $(DATA_OUT) $(if $(CHECK_IMAGES),--check-images)
+	@fam=$$($(TRAIN_PY) -m families detect $(BASE_MODEL) $(family_flags)) || exit 2; set -x; \
+	$(TRAIN_PY) -m converters all --data-root $(DATA_ROOT) --output-dir $(DATA_OUT) $(if $(CHECK_IMAGES),--check-images) \
+		--box-format $$fam $(if $(wildcard $(BASE_MODEL)/config.json),--base-model $(BASE_MODEL))
 
 # Training reads the registry `make data` wrote beside the data: dataset_dir=$(DATA_OUT) (a later
 # dataset_dir=... in TRAIN_ARGS/RL_ARGS wins). need_registry(target, extra args) stops with the command to run.
@@ -115,12 +122,14 @@ need_registry = @test -f $(call train_dataset_dir,$(2))/dataset_info.json || { e
 batch_split = $(shell $(PYTHON) scripts/global_batch.py --global-batch $(1) --world-size $$(( $(NGPUS) * $(NNODES) )) $(if $(2),--max-per-device $(2)))
 LAUNCH = $(if $(filter cuda,$(DEVICE)),FORCE_TORCHRUN=1 NPROC_PER_NODE=$(NGPUS) NNODES=$(NNODES) NODE_RANK=$(NODE_RANK) MASTER_ADDR=$(MASTER_ADDR) MASTER_PORT=$(MASTER_PORT),)
 CPU_ARGS = $(if $(filter cpu,$(DEVICE)),use_cpu=true bf16=false deepspeed=null,)
-# train_stage(recipe, overrides, global batch)
+# train_stage(recipe, overrides, global batch, model whose family decides the template and pixel budget;
+# a Qwen2-VL model gets no extra override, so its command line is the recipe's own)
 define train_stage
 	@split="$(call batch_split,$(3))"; test -n "$$split" || exit 2; set -- $$split; \
 	echo "global batch $(3) = $$1 per device x $$2 accumulation x $$(( $(NGPUS) * $(NNODES) )) $(if $(filter cuda,$(DEVICE)),GPUs,CPU process)"; \
-	tok=$$($(TRAIN_PY) scripts/tokenized_path.py $(1) $(2) $(CPU_ARGS) $(TRAIN_ARGS)) || exit 2; \
-	$(LAUNCH) $(VENV)/bin/llamafactory-cli train $(1) per_device_train_batch_size=$$1 gradient_accumulation_steps=$$2 $(2) $(CPU_ARGS) $(TRAIN_ARGS) $$tok
+	fam=$$($(TRAIN_PY) -m families train-args $(1) --model $(4) $(family_flags)) || exit 2; \
+	tok=$$($(TRAIN_PY) scripts/tokenized_path.py $(1) $(2) $$fam $(CPU_ARGS) $(TRAIN_ARGS)) || exit 2; \
+	$(LAUNCH) $(VENV)/bin/llamafactory-cli train $(1) per_device_train_batch_size=$$1 gradient_accumulation_steps=$$2 $(2) $$fam $(CPU_ARGS) $(TRAIN_ARGS) $$tok
 endef
 # GRPO: `accelerate launch` over the GPUs (DeepSpeed ZeRO-3 from the recipe), one process on the CPU.
 RL_LAUNCH = $(if $(filter cuda,$(DEVICE)),$(VENV_EVAL)/bin/accelerate launch --num_processes $$(( $(NGPUS) * $(NNODES) )) --num_machines $(NNODES) --machine_rank $(NODE_RANK) --main_process_ip $(MASTER_ADDR) --main_process_port $(MASTER_PORT) -m rl,$(EVAL_PY) -m rl)
@@ -129,12 +138,12 @@ RL_CPU_ARGS = $(if $(filter cpu,$(DEVICE)),use_cpu=true bf16=false deepspeed=nul
 stage1: $(STAGE1_OUT)/all_results.json ## stage 1 (1M examples); resumes from the last checkpoint if interrupted
 $(STAGE1_OUT)/all_results.json: | $(TRAIN_STAMP)
 	$(call need_registry,stage1,$(TRAIN_ARGS))
-	$(call train_stage,recipes/stage1.yaml,model_name_or_path=$(BASE_MODEL) output_dir=$(STAGE1_OUT) dataset_dir=$(DATA_OUT),$(GLOBAL_BATCH))
+	$(call train_stage,recipes/stage1.yaml,model_name_or_path=$(BASE_MODEL) output_dir=$(STAGE1_OUT) dataset_dir=$(DATA_OUT),$(GLOBAL_BATCH),$(BASE_MODEL))
 
 stage2: $(STAGE2_OUT)/all_results.json ## stage 2 (200k examples) from stage 1's weights
 $(STAGE2_OUT)/all_results.json: $(STAGE1_OUT)/all_results.json | $(TRAIN_STAMP)
 	$(call need_registry,stage2,$(TRAIN_ARGS))
-	$(call train_stage,recipes/stage2.yaml,model_name_or_path=$(STAGE1_OUT) output_dir=$(STAGE2_OUT) dataset_dir=$(DATA_OUT) learning_rate=$(LR2),$(GLOBAL_BATCH))
+	$(call train_stage,recipes/stage2.yaml,model_name_or_path=$(STAGE1_OUT) output_dir=$(STAGE2_OUT) dataset_dir=$(DATA_OUT) learning_rate=$(LR2),$(GLOBAL_BATCH),$(STAGE1_OUT))
 
 merge: $(MERGED_OUT)/config.json ## average stage 1 and stage 2 (uniform weights) into saves/merged
 $(MERGED_OUT)/config.json: $(STAGE1_OUT)/all_results.json $(STAGE2_OUT)/all_results.json | $(TRAIN_STAMP)
@@ -143,7 +152,7 @@ $(MERGED_OUT)/config.json: $(STAGE1_OUT)/all_results.json $(STAGE2_OUT)/all_resu
 traj-sft: $(TRAJ_OUT)/all_results.json ## MIRG-RL trajectory SFT from BASE_MODEL (e.g. saves/merged); resumable
 $(TRAJ_OUT)/all_results.json: | $(TRAIN_STAMP)
 	$(call need_registry,traj-sft,$(TRAIN_ARGS))
-	$(call train_stage,recipes/traj_sft.yaml,model_name_or_path=$(BASE_MODEL) output_dir=$(TRAJ_OUT) dataset_dir=$(DATA_OUT),$(TRAJ_GLOBAL_BATCH))
+	$(call train_stage,recipes/traj_sft.yaml,model_name_or_path=$(BASE_MODEL) output_dir=$(TRAJ_OUT) dataset_dir=$(DATA_OUT),$(TRAJ_GLOBAL_BATCH),$(BASE_MODEL))
 
 grpo: $(GRPO_OUT)/train_results.json ## GRPO (TRL) on the RL set from saves/traj_sft; resumes from its last checkpoint
 $(GRPO_OUT)/train_results.json: $(TRAJ_OUT)/all_results.json | $(EVAL_STAMP)
@@ -163,6 +172,22 @@ eval-suite: $(EVAL_STAMP) ## the paper's tables for MODEL: SUITE=mig,refcoco,mul
 		$(if $(SUITE),--suite $(SUITE)) $(if $(wildcard $(BENCH)),--mig-bench $(BENCH)) \
 		$(if $(wildcard $(REFCOCO_ROOT)),--refcoco-root $(REFCOCO_ROOT)) \
 		$(foreach b,muirbench blink mantis,$(if $($(b)),--$(b) $($(b)))) $(EVAL_ARGS)
+
+# ---- teacher-model data synthesis (datagen/README.md) -----------------------------------
+.PHONY: datagen-freeform datagen-trajectories
+API_BASE ?= http://127.0.0.1:8000/v1
+TEACHER ?= Qwen/Qwen2-VL-72B-Instruct
+DATAGEN_OUT ?= data/datagen
+datagen-freeform: | $(TRAIN_STAMP) ## free-form QA from DETECTIONS= (COCO layout) IMAGE_DIR= via API_BASE= (models: CAPTION_MODEL= REFINE_MODEL= QA_MODEL=)
+	@test -n "$(DETECTIONS)" -a -n "$(IMAGE_DIR)" || { echo "usage: make datagen-freeform DETECTIONS=instances.json IMAGE_DIR=images/ [API_BASE=...]"; exit 2; }
+	$(TRAIN_PY) -m datagen freeform --detections $(DETECTIONS) --image-dir $(IMAGE_DIR) --api-base $(API_BASE) \
+		--caption-model $(or $(CAPTION_MODEL),$(TEACHER)) --refine-model $(or $(REFINE_MODEL),$(TEACHER)) \
+		--qa-model $(or $(QA_MODEL),$(TEACHER)) --output $(DATAGEN_OUT)/freeform $(if $(FORCE),--force) $(DATAGEN_ARGS)
+
+datagen-trajectories: | $(TRAIN_STAMP) ## MIRG-RL trajectories from TRAJ_INPUT= (default data/sharegpt/mg_rl.json) via API_BASE=
+	$(TRAIN_PY) -m datagen trajectories --input $(or $(TRAJ_INPUT),$(DATA_OUT)/sharegpt/mg_rl.json) --api-base $(API_BASE) \
+		--cot-model $(or $(COT_MODEL),$(TEACHER)) --mapping-model $(or $(MAPPING_MODEL),$(TEACHER)) \
+		--reassembly-model $(or $(REASSEMBLY_MODEL),$(TEACHER)) --output $(DATAGEN_OUT)/trajectories $(if $(FORCE),--force) $(DATAGEN_ARGS)
 
 # ---- the CPU demo ----------------------------------------------------------------------
 demo: setup ## the whole pipeline on this machine with a tiny model (reuses what is built)

@@ -570,3 +570,118 @@ def _json_box(values) -> tuple | None:
     if not all(math.isfinite(v) and 0 <= v <= MAX_COORD for v in values):
         return None
     return tuple(values)
+
+
+# ---------------------------------------------------------------- which family a training run is for
+
+
+def resolve_family(model: str | Path, forced: str | None = None, default: str | None = None) -> Family:
+    """The family to train `model` as: `forced` (FAMILY=) if given, else its config.json's `model_type`.
+
+    `model` is a checkpoint folder, or a Hub id whose config.json is in the local Hugging Face cache
+    (nothing is downloaded). `default` is taken only when neither exists (the Makefile passes it for its
+    own default BASE_MODEL, whose family it knows); otherwise UnknownFamilyError says to pass FAMILY=.
+    """
+    if forced:
+        return get_family(forced)
+    folder = Path(model)
+    if (folder / "config.json").is_file():
+        return detect_family(folder)
+    cached = None
+    if not folder.exists() and str(model).count("/") == 1:
+        try:
+            from huggingface_hub import try_to_load_from_cache
+
+            cached = try_to_load_from_cache(str(model), "config.json")
+        except Exception as err:  # an id huggingface_hub refuses: treated as not cached
+            log.debug("%s: not looked up in the Hugging Face cache: %s", model, err)
+    if isinstance(cached, str):
+        return detect_family(Path(cached).parent)
+    if default:
+        return get_family(default)
+    raise UnknownFamilyError(
+        f"cannot detect the model family of {model}: no {folder / 'config.json'} (and not in the Hugging "
+        f"Face cache); pass FAMILY= ({', '.join(FAMILY_CHOICES)})"
+    )
+
+
+def recipe_overrides(recipe: dict, family: str | Family) -> list[str]:
+    """`key=value` overrides that make a recipe written for Qwen2-VL train `family`: the template and
+    the pixel budget, only where they differ (a Qwen2-VL run gets none: its command line is unchanged).
+
+    The vision tower to freeze needs no override: LLaMA-Factory's freeze_vision_tower picks the
+    family's own keys (vision_tower_keys above) from the checkpoint's model_type.
+    """
+    fam = get_family(family)
+    wanted = {
+        "template": fam.template,
+        "image_max_pixels": fam.image_max_pixels,
+        "image_min_pixels": fam.image_min_pixels,
+    }
+    return [f"{key}={value}" for key, value in wanted.items() if recipe.get(key) != value]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m families detect MODEL | train-args RECIPE --model MODEL | show [FAMILY]`."""
+    import argparse
+
+    from cli import EXIT_BAD_INPUT, EXIT_OK, fail, setup_logging
+
+    prog = "python -m families"
+    parser = argparse.ArgumentParser(prog=prog, description="The base-model families' conventions.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, helptext in (
+        ("detect", "print the family of a checkpoint (config.json model_type)"),
+        ("train-args", "print the overrides a recipe needs for the model's family"),
+    ):
+        p = sub.add_parser(name, help=helptext)
+        if name == "train-args":
+            p.add_argument("recipe", type=Path)
+        if name == "detect":
+            p.add_argument("model")
+        else:
+            p.add_argument("--model", required=True)
+        p.add_argument("--family", choices=FAMILY_CHOICES, help="force the family (FAMILY=)")
+        p.add_argument("--default-family", choices=FAMILY_CHOICES, help="when the model has no config.json")
+    p = sub.add_parser("show", help="print a family's conventions as JSON")
+    p.add_argument("family", nargs="?", choices=FAMILY_CHOICES)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as done:
+        return int(done.code or 0)
+    setup_logging("families")
+    try:
+        if args.command == "show":
+            chosen = [get_family(args.family)] if args.family else list(FAMILIES.values())
+            rows = {f.name: {**f.__dict__, "factor": f.factor} for f in chosen}
+            print(json.dumps(rows, indent=2))
+            return EXIT_OK
+        fam = resolve_family(args.model, args.family, args.default_family)
+        if args.command == "detect":
+            print(fam.name)
+            return EXIT_OK
+        import yaml
+
+        try:
+            recipe = yaml.safe_load(args.recipe.read_text(encoding="utf-8"))
+        except (OSError, yaml.YAMLError) as err:
+            return fail(prog, f"cannot read recipe {args.recipe}: {err}")
+        if not isinstance(recipe, dict):
+            return fail(prog, f"recipe {args.recipe} is not a YAML mapping")
+        overrides = recipe_overrides(recipe, fam)
+        log.info(
+            "%s: %s base model (template %s, image_max_pixels %d)%s",
+            args.model,
+            fam.display,
+            fam.template,
+            fam.image_max_pixels,
+            f"; overrides: {' '.join(overrides)}" if overrides else "; the recipe's values",
+        )
+        print(" ".join(overrides))
+        return EXIT_OK
+    except (UnknownFamilyError, ValueError) as err:
+        return fail(prog, err, EXIT_BAD_INPUT)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

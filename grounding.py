@@ -146,3 +146,19 @@ def mirg_well_formed(text, num_images: int) -> bool:
     if box is None or not on_grid(box):
         return False
     return num_images <= 1 or first_image_index(parts[1]) is not None
+
+
+# ---------------------------------------------------------------- teacher text (datagen)
+
+# "(x1,y1),(x2,y2)" with the comma between the two points optional: the Migician appendix's own QA
+# example writes "(245,784)(456,924)". Numbers bounded as in PAIR_RE.
+LOOSE_PAIR_RE = re.compile(rf"\(\s*{_NUM}\s*,\s*{_NUM}\s*\)\s*,?\s*\(\s*{_NUM}\s*,\s*{_NUM}\s*\)")
+
+
+def box_iou(a, b) -> float:
+    """Intersection over union of two (x1, y1, x2, y2) boxes (0.0 when either has no area)."""
+    ix = max(0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0

@@ -17,9 +17,12 @@ from pathlib import Path
 
 from atomicio import atomic_write_text, ensure_distinct_paths, exit_on_signals, refuse_existing
 from cli import EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_OK, EXIT_PARTIAL, fail, prog_name, setup_logging
+from families import FAMILY_CHOICES
 from stages import mixture_stages
 
 from . import sources as source_table
+from .boxformat import DEFAULT as DEFAULT_BOX_FORMAT
+from .boxformat import make_box_format
 from .composition import DEFAULT_PATH as DEFAULT_MIXTURES
 from .composition import CompositionError, load_composition
 from .convert import write_report
@@ -56,6 +59,38 @@ def _prefix(text: str) -> str:
     return text
 
 
+def _pixels(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError("must be a positive number of pixels")
+    return value
+
+
+def _box_format_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--box-format",
+        choices=FAMILY_CHOICES,
+        default=DEFAULT_BOX_FORMAT,
+        help="the base-model family the records are written for (default qwen2-vl, MGrounding's own: "
+        "box tokens on 0-1000; qwen2.5-vl: JSON bbox_2d in resized pixels; qwen3-vl: JSON on 0-1000)",
+    )
+    p.add_argument(
+        "--image-max-pixels", type=_pixels, help="training's image_max_pixels (default: the family's budget)"
+    )
+    p.add_argument(
+        "--image-min-pixels", type=_pixels, help="training's image_min_pixels (default: the family's budget)"
+    )
+    p.add_argument(
+        "--base-model",
+        type=Path,
+        help="checkpoint folder: its processor's pixel range is used, and its family must be --box-format's",
+    )
+
+
+def _box_format(args: argparse.Namespace):
+    return make_box_format(args.box_format, args.image_max_pixels, args.image_min_pixels, args.base_model)
+
+
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--output", required=True, type=Path, help="converted ShareGPT file (.json or .jsonl)")
     p.add_argument(
@@ -71,6 +106,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--report", type=Path, help="also write the counts as JSON here")
     p.add_argument("--force", action="store_true", help="overwrite existing outputs")
+    _box_format_options(p)
 
 
 def _mix_options(p: argparse.ArgumentParser) -> None:
@@ -131,6 +167,7 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     p.add_argument("--rejects", type=Path, help="default OUTPUT_DIR/mg_trajectories.rejects.jsonl")
     p.add_argument("--report", type=Path, help="default OUTPUT_DIR/mg_trajectories.report.json")
     p.add_argument("--force", action="store_true", help="overwrite existing outputs")
+    _box_format_options(p)
     p.set_defaults(handler=_trajectories)
 
     p = sub.add_parser(
@@ -152,6 +189,7 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     p.add_argument(
         "--force", action="store_true", help="redo every step, overwrite, replace edited registry entries"
     )
+    _box_format_options(p)
     p.set_defaults(handler=_all)
 
     p = sub.add_parser("registry", help="write (or --check) the repository's dataset_info.json")
@@ -179,6 +217,7 @@ def _convert(converter: Converter, args: argparse.Namespace) -> int:
         "max_reject_rate": args.max_reject_rate,
         "force": args.force,
         "require_images": converter.needs_images,
+        "box_format": _box_format(args),
     }
     # Every path this command reads or writes is a different file, checked before any work (even --force).
     flags = (*converter.input_flags, "output", "report", "image_cache")
@@ -213,6 +252,7 @@ def _trajectories(args: argparse.Namespace) -> int:
         extra_outputs=[report_path],
         writer=TRAJ_WRITERS[args.writer](),
         force=args.force,
+        box_format=_box_format(args),
     )
     print(report.summary())
     write_report(report, report_path)
@@ -266,6 +306,7 @@ def _all(args: argparse.Namespace) -> int:
         traj_writer=args.traj_writer,
         mixtures=args.mixtures,
         force=args.force,
+        box_format=_box_format(args),
     )
     print(_summary(result))
     if result.error is None:

@@ -22,6 +22,7 @@ from tqdm import tqdm
 
 from atomicio import atomic_write_text, ensure_distinct_paths, refuse_existing
 
+from .boxformat import BoxFormat, rewrite_record
 from .images import ImageChecker
 from .records import Rejected, check_record
 from .report import ConversionReport, RejectRateExceeded
@@ -42,9 +43,20 @@ def _ready(ticket) -> bool:
 class _Run:
     """One conversion's writers, counters and in-flight image checks."""
 
-    def __init__(self, report: ConversionReport, out: RecordWriter, rej: RecordWriter, checker, check_kwargs):
+    def __init__(
+        self,
+        report: ConversionReport,
+        out: RecordWriter,
+        rej: RecordWriter,
+        checker,
+        check_kwargs,
+        box_format: BoxFormat | None = None,
+        grid_out: RecordWriter | None = None,
+    ):
         self.report, self.out, self.rej, self.checker = report, out, rej, checker
         self.check_kwargs = check_kwargs
+        self.box_format = None if box_format is None or box_format.is_default else box_format
+        self.grid_out = grid_out
         self.dumps = json.JSONEncoder(ensure_ascii=False).encode
         self.dumps_ascii = json.JSONEncoder().encode
         self.pending: deque = deque()  # (batch, ticket) whose images are being checked, oldest first
@@ -61,7 +73,16 @@ class _Run:
                 line = self.dumps_ascii(entry)
         self.rej.write_line(line)
 
-    def keep(self, clean: dict, fixed: bool) -> None:
+    def keep(self, clean: dict, fixed: bool, index: int = -1) -> None:
+        if self.box_format is not None:
+            try:
+                family_form = rewrite_record(clean, self.box_format)
+            except Rejected as bad:
+                self.reject(index, clean["id"], bad.reason, bad.detail)
+                return
+            if self.grid_out is not None:  # the checked grid form, for the trajectory sets
+                self.grid_out.write_line(self.dumps(clean))
+            clean = family_form
         self.out.write_line(self.dumps(clean))
         self.report.kept += 1
         self.report.fixed += fixed
@@ -79,7 +100,7 @@ class _Run:
             self.reject(index, rid if isinstance(rid, (str, int)) else None, bad.reason, bad.detail)
             return
         if self.checker is None:
-            self.keep(clean, fixed)
+            self.keep(clean, fixed, index)
             return
         self.batch.append((index, clean, fixed))
         if len(self.batch) >= IMAGE_BATCH:
@@ -102,7 +123,7 @@ class _Run:
                     self.reject(index, clean["id"], *problem)
                     break
             else:
-                self.keep(clean, fixed)
+                self.keep(clean, fixed, index)
 
     def drain(self) -> None:
         if self.checker is None:
@@ -134,8 +155,14 @@ def convert(
     image_cache: str | Path | None = None,
     max_reject_rate: float = 0.01,
     force: bool = False,
+    box_format: BoxFormat | None = None,
+    grid_output: str | Path | None = None,
 ) -> ConversionReport:
     """Validate `records` into `output` (.json/.jsonl); write each rejected one to `rejects` (.jsonl).
+
+    With a `box_format` other than the default, kept records are rewritten in that family's form
+    (boxformat.py; a box it cannot write is rejected with its reason) and, when `grid_output` is
+    given, also written there in the checked Qwen2-VL form (what the trajectory sets are built from).
 
     Raises RejectRateExceeded (after writing `rejects`, without writing `output`)
     when more than `max_reject_rate` of the records are rejected; any exception
@@ -143,14 +170,25 @@ def convert(
     """
     output, rejects = Path(output), Path(rejects)
     inputs = [Path(p) for p in inputs]
+    grid_output = Path(grid_output) if grid_output is not None else None
     ensure_distinct_paths(
-        {"--input": inputs, "--output": output, "--rejects": rejects, "--image-cache": image_cache}
+        {
+            "--input": inputs,
+            "--output": output,
+            "--rejects": rejects,
+            "--image-cache": image_cache,
+            "grid output": grid_output,
+        }
     )
     refuse_existing(output, force)
     refuse_existing(rejects, force)
+    if grid_output is not None:
+        refuse_existing(grid_output, force)
     report = ConversionReport(
         name=name, output=str(output), rejects=str(rejects), inputs=[str(p) for p in inputs]
     )
+    if box_format is not None:
+        report.box_format = box_format.describe()
     check_kwargs = {"require_images": require_images, "default_type": default_type}
     if resolve is not None:
         check_kwargs["resolve"] = resolve
@@ -160,12 +198,15 @@ def convert(
         try:
             with contextlib.ExitStack() as stack:
                 out = stack.enter_context(RecordWriter(output, force=True))
+                grid_out = None
+                if grid_output is not None and box_format is not None and not box_format.is_default:
+                    grid_out = stack.enter_context(RecordWriter(grid_output, force=True))
                 checker = None
                 if check_images:
                     checker = stack.enter_context(
                         ImageChecker(workers=workers, cache_path=image_cache, force=force)
                     )
-                run = _Run(report, out, rej, checker, check_kwargs)
+                run = _Run(report, out, rej, checker, check_kwargs, box_format, grid_out)
                 for index, raw in enumerate(records):
                     run.add(index, raw)
                 run.drain()

@@ -82,50 +82,79 @@ class Step:
         return self.report_path.exists()
 
 
+GRID_DIR = "sharegpt_grid"  # the MGrounding tasks in Qwen2-VL form when --box-format is another family
+
+
 def conversion_steps(root: Path, out: Path, options: dict[str, Any]) -> tuple[list[Step], list[str]]:
-    """Conversion steps for the sources of the sources table present under `root`; notes for the rest."""
+    """Conversion steps for the sources of the sources table present under `root`; notes for the rest.
+
+    With a --box-format other than qwen2-vl, the box format is part of every stamp (a rerun with
+    another format redoes the steps) and each MGrounding task also writes its Qwen2-VL form to
+    OUT/sharegpt_grid/ (a second output, not registered), which the trajectory sets are built from.
+    """
     steps, notes = [], []
     sharegpt, rejects, reports = out / SHAREGPT_DIR, out / "rejects", out / "reports"
     params = {k: options[k] for k in ("check_images", "max_reject_rate")}
+    fmt = options.get("box_format")
+    if fmt is not None:
+        params.update(fmt.stamp())
     for source in source_table.SOURCES.values():
         found = source.discover(root, out)
         if isinstance(found, str):
             notes.append(f"skipped {source.name}: {found}")
             continue
         output, reject = sharegpt / f"{source.name}.json", rejects / f"{source.name}.jsonl"
+        grid = out / GRID_DIR / f"{source.name}.json"
+        extra = {"grid_output": grid} if source.name in TRAJ_TASKS and fmt and not fmt.is_default else {}
 
-        def go(force: bool, found=found, output=output, reject=reject, images=source.needs_images) -> Any:
-            return found.convert(output=output, rejects=reject, force=force, require_images=images, **options)
+        def go(
+            force: bool, found=found, output=output, reject=reject, images=source.needs_images, extra=extra
+        ) -> Any:
+            return found.convert(
+                output=output, rejects=reject, force=force, require_images=images, **options, **extra
+            )
 
         stamp = {**params, **found.params}
-        steps.append(Step(source.name, found.inputs, [output], stamp, reports / f"{source.name}.json", go))
+        outputs = [output, *extra.values()]
+        steps.append(Step(source.name, found.inputs, outputs, stamp, reports / f"{source.name}.json", go))
     return steps, notes
 
 
 def trajectory_step(
-    out: Path, steps: list[Step], sft_size: int, rl_size: int, seed: int, writer: str = "template"
+    out: Path,
+    steps: list[Step],
+    sft_size: int,
+    rl_size: int,
+    seed: int,
+    writer: str = "template",
+    box_format=None,
 ) -> Step | None:
     """The trajectory-SFT/RL step over the converted MGrounding tasks present (None: none is)."""
-    inputs = {s.name: s.outputs[0] for s in steps if s.name in TRAJ_TASKS}
+    inputs = {s.name: s.outputs[-1] for s in steps if s.name in TRAJ_TASKS}  # the grid form is last
     if not inputs:
         return None
     sharegpt = out / SHAREGPT_DIR
+    source_dir = sharegpt if box_format is None or box_format.is_default else out / GRID_DIR
     outputs = list(output_paths(sharegpt).values())
     sizes = {"sft_size": sft_size, "rl_size": rl_size}
+    stamp = {**sizes, "seed": seed, "version": TRAJ_VERSION, "writer": writer}
+    if box_format is not None:
+        stamp.update(box_format.stamp())
     return Step(
         TRAJ_NAME,
         list(inputs.values()),
         outputs,
-        {**sizes, "seed": seed, "version": TRAJ_VERSION, "writer": writer},
+        stamp,
         out / "reports" / f"{TRAJ_NAME}.json",
         lambda force: build_trajectories(
-            sharegpt,
+            source_dir,
             sharegpt,
             **sizes,
             seed=seed,
             rejects=out / "rejects" / f"{TRAJ_NAME}.jsonl",
             writer=TRAJ_WRITERS[writer](),
             force=force,
+            box_format=box_format,
         ),
         needs=tuple(inputs),
     )
@@ -152,10 +181,15 @@ class RunResult:
         return bool(self.ran or self.up_to_date)
 
 
+def _registered(step: Step) -> list[Path]:
+    """The outputs LLaMA-Factory trains on (not the Qwen2-VL-form copies in OUT/sharegpt_grid/)."""
+    return [p for p in step.outputs if p.parent.name != GRID_DIR]
+
+
 def _register(out: Path, steps: list[Step], result: RunResult, force: bool) -> None:
     """Register the outputs of every step that is built in OUT/dataset_info.json (relative paths)."""
     built = set(result.ran) | set(result.up_to_date)
-    files = {p.stem: p for step in steps if step.name in built for p in step.outputs}
+    files = {p.stem: p for step in steps if step.name in built for p in _registered(step)}
     if not files:
         return
     path = out / REGISTRY
@@ -214,6 +248,7 @@ def run_all(
     traj_writer: str = "template",
     mixtures: str | Path | None = None,
     force: bool = False,
+    box_format=None,
 ) -> RunResult:
     """Run every step in order, then register what is built; progress is logged.
 
@@ -230,6 +265,7 @@ def run_all(
         "workers": workers,
         "max_reject_rate": max_reject_rate,
         "image_cache": out / "reports" / "image_check_cache.tsv" if check_images else None,
+        "box_format": box_format,
     }
     result = RunResult()
     steps, result.notes = conversion_steps(root, out, options)
@@ -238,7 +274,7 @@ def run_all(
     if not steps:
         raise PipelineError(f"no known source under {root} ({len(result.notes)} looked for; see the notes)")
 
-    traj = trajectory_step(out, steps, traj_sft_size, rl_size, seed, traj_writer)
+    traj = trajectory_step(out, steps, traj_sft_size, rl_size, seed, traj_writer, box_format)
     if traj is None:
         log.info("note: skipped %s: no converted MGrounding task", TRAJ_NAME)
     sources = {step.name: step.outputs[0] for step in steps}
@@ -252,6 +288,7 @@ def run_all(
             "seed": seed,
             "allow_missing_categories": allow_missing_categories,
             "composition": composition.stamp(),
+            **(box_format.stamp() if box_format is not None else {}),
         },
         out / "reports" / f"{prefix}_mixtures.json",
         lambda f: build_mixtures(
@@ -268,7 +305,7 @@ def run_all(
     )
     every = [*steps, *([traj] if traj else []), mix]
     if not force:  # a hand-edited registry entry stops the run before any work
-        merged(out / REGISTRY, entries_for({p.stem: p for s in every for p in s.outputs}, out))
+        merged(out / REGISTRY, entries_for({p.stem: p for s in every for p in _registered(s)}, out))
 
     for step in every[:-1]:
         if any(name in result.failed for name in step.needs):

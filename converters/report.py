@@ -11,6 +11,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+from .boxformat import REASONS as FORMAT_REASONS
 from .records import REASONS
 
 
@@ -39,6 +40,7 @@ class ConversionReport:
     seconds: float = 0.0
     written: bool = False
     notes: list[str] = field(default_factory=list)
+    box_format: dict[str, Any] | None = None  # boxformat.BoxFormat.describe(): the family the records are in
 
     @property
     def rejected(self) -> int:
@@ -65,6 +67,7 @@ class ConversionReport:
             "image_check": self.image_check,
             "seconds": round(self.seconds, 3),
             "notes": self.notes,
+            "box_format": self.box_format or {"family": "qwen2-vl"},
         }
 
     def summary(self) -> str:
@@ -72,9 +75,12 @@ class ConversionReport:
             f"{self.name}: {self.total} records read, {self.kept} kept ({self.fixed} fixed by adding <image>), "
             f"{self.rejected} rejected ({self.reject_rate:.2%}) in {self.seconds:.1f} s"
         ]
-        for reason in REASONS:
+        described = {**REASONS, **FORMAT_REASONS}
+        for reason in described:
             if self.reasons.get(reason):
-                lines.append(f"  {reason:<22} {self.reasons[reason]:>9}   {REASONS[reason]}")
+                lines.append(f"  {reason:<22} {self.reasons[reason]:>9}   {described[reason]}")
+        if self.box_format and self.box_format.get("family") != "qwen2-vl":
+            lines.append(f"  box format: {self.box_format['family']} ({self.box_format['boxes']})")
         if self.image_check:
             ic = self.image_check
             lines.append(

@@ -506,20 +506,47 @@ def _record(item: Item, answer: str) -> dict:
     }
 
 
-def sft_record(item: Item, writer: TrajectoryWriter, seed: int) -> dict:
+def _in_family(record: dict, item: Item, box_format) -> dict:
+    """The record's turns in the --box-format family's form (boxformat.py); unchanged for qwen2-vl.
+
+    Each box's image is known here: the `[N-M]` before it in the answer, the question's own words
+    (boxes_in, as record_items placed them) for the question's boxes.
+    """
+    if box_format is None or box_format.is_default:
+        return record
+    from .boxformat import rewrite_trajectory_turn
+
+    human, gpt = record["conversations"]
+    context = [b.image for b in boxes_in(human["value"])]
+    turns = [
+        {**human, "value": rewrite_trajectory_turn(human["value"], box_format, item.images, context)},
+        {**gpt, "value": rewrite_trajectory_turn(gpt["value"], box_format, item.images)},
+    ]
+    return {**record, "conversations": turns}
+
+
+def sft_record(item: Item, writer: TrajectoryWriter, seed: int, box_format=None) -> dict:
     think = writer.think(item, Random(f"{seed}|{item.sample_id}"))
     oid = check_trajectory(think, item)
-    return _record(item, f"<think>{think}</think>{answer_text(oid, item.target.box)}")
+    record = _record(item, f"<think>{think}</think>{answer_text(oid, item.target.box)}")
+    return _in_family(record, item, box_format)
 
 
-def rl_record(item: Item) -> dict:
-    return {
-        **_record(item, answer_text(reference_id(item), item.target.box)),
+def rl_record(item: Item, box_format=None) -> dict:
+    """`box` stays on the 0-1000 grid (the convention-free truth); another family adds `box_format`,
+    `family_box` (the target in its numbers) and, for Qwen2.5-VL, every image's `resized_sizes`."""
+    record = {
+        **_in_family(_record(item, answer_text(reference_id(item), item.target.box)), item, box_format),
         "task": TASKS[item.dataset][0],
         "image_index": item.target.image,
         "box": list(item.target.box),
         "num_images": item.num_images,
     }
+    if box_format is not None and not box_format.is_default:
+        from .boxformat import target_fields
+
+        record.update(target_fields(item.target.box, item.target.image, item.images, box_format))
+    return record
 
 
 # --- the build ------------------------------------------------------------------------------------
@@ -539,6 +566,7 @@ class TrajectoryReport:
     reasons: Counter = field(default_factory=Counter)
     notes: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    box_format: dict[str, Any] | None = None
 
     @property
     def rejected(self) -> int:
@@ -547,6 +575,7 @@ class TrajectoryReport:
     def to_dict(self) -> dict[str, Any]:
         return {
             "name": self.name,
+            "box_format": self.box_format or {"family": "qwen2-vl"},
             "inputs": self.inputs,
             "outputs": self.outputs,
             "rejects": self.rejects,
@@ -627,6 +656,7 @@ def build_trajectories(
     extra_outputs: Iterable[str | os.PathLike] = (),
     writer: TrajectoryWriter | None = None,
     force: bool = False,
+    box_format=None,
 ) -> TrajectoryReport:
     """Write `mg_traj_sft.json` and `mg_rl.json` (and the rejects) from the converted task files.
 
@@ -634,7 +664,8 @@ def build_trajectories(
     Refuses existing outputs without `force` (OutputExistsError), and any output that is also an
     input or another output, `extra_outputs` (e.g. the caller's report path) included (SamePathError).
     Raises ValueError when no task file exists or no record gives a sample (then only the rejects
-    are written).
+    are written). The inputs are always the Qwen2-VL-form conversions (box tokens on the grid); a
+    `box_format` (boxformat.BoxFormat) of another family writes the outputs in that family's form.
     """
     start = time.perf_counter()
     sharegpt_dir = Path(sharegpt_dir)
@@ -647,6 +678,8 @@ def build_trajectories(
     report = TrajectoryReport(
         NAME, {k: str(p) for k, p in outs.items()}, str(rejects), seed, {"sft": sft_size, "rl": rl_size}
     )
+    if box_format is not None:
+        report.box_format = box_format.describe()
     present = {}
     for dataset in TASKS:
         path = sharegpt_dir / f"{dataset}.json"
@@ -682,7 +715,7 @@ def build_trajectories(
                     bar = stack.enter_context(
                         tqdm(total=sft_size + rl_size, unit="sample", desc=NAME, disable=None)
                     )
-                    _fill(sources, outputs, rej_out, targets, report, writer, seed, bar)
+                    _fill(sources, outputs, rej_out, targets, report, writer, seed, bar, box_format)
                     for key in ("sft", "rl"):
                         if report.written[key] < targets[key]:
                             report.notes.append(
@@ -693,7 +726,8 @@ def build_trajectories(
                     if sft_size + rl_size and not report.written["sft"] + report.written["rl"]:
                         # Leaving the stack with an exception discards the temporary outputs.
                         raise _NothingWritten(
-                            f"{NAME}: no record gave a sample ({report.rejected} rejected, see {rejects})"
+                            f"{NAME}: no record gave a sample ({report.rejected} rejected, see {rejects}); "
+                            "the inputs must be the qwen2-vl (box-token) conversions"
                         )
             except _NothingWritten as err:
                 empty = err  # the rejects are still written: they say what went wrong
@@ -717,7 +751,9 @@ def _round_robin(sources: list[_Source]) -> Iterator[tuple[_Source, int, Any]]:
                 yield src, *taken
 
 
-def _fill(sources, outputs, rej_out, targets, report: TrajectoryReport, writer, seed: int, bar) -> None:
+def _fill(
+    sources, outputs, rej_out, targets, report: TrajectoryReport, writer, seed: int, bar, box_format=None
+) -> None:
     """Fill the SFT set, then the RL set; a record goes whole to one set (cut at the set's size)."""
     parts = [k for k in ("sft", "rl") if targets[k] > 0]
     used_ids: set[str] = set()
@@ -736,7 +772,10 @@ def _fill(sources, outputs, rej_out, targets, report: TrajectoryReport, writer, 
             if rid in used_ids:
                 raise Rejected("duplicate_id", f"id {rid!r} is already used by another record")
             room = targets[part] - report.written[part]
-            make = (lambda i: sft_record(i, writer, seed)) if part == "sft" else rl_record
+            if part == "sft":
+                make = lambda i: sft_record(i, writer, seed, box_format)  # noqa: E731
+            else:
+                make = lambda i: rl_record(i, box_format)  # noqa: E731
             records = [make(i) for i in items[:room]]
         except Rejected as bad:
             rid = raw.get("id") if isinstance(raw, dict) else None

@@ -7,9 +7,9 @@ import sys
 from pathlib import Path
 
 from atomicio import OutputExistsError
-from cli import EXIT_BAD_INPUT, EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, fail
+from cli import EXIT_BAD_INPUT, EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, fail, prog_name
 
-PROG = "eval"
+PROG = prog_name("eval", "migician-eval")  # the name the user typed, in every error line
 
 
 def _tasks_arg(values):
@@ -75,6 +75,7 @@ def _add_suite(sub) -> None:
 
 def _add_generation(p) -> None:
     """Options shared by `run` and `suite`: model, output, backend, prompt and decoding, scoring, engine."""
+    import families
     from eval import answers, prompts, scoring
     from eval.backends import BACKENDS
 
@@ -103,10 +104,17 @@ def _add_generation(p) -> None:
         help="default: the checkpoint's generation_config.json (what the paper's script used)",
     )
     p.add_argument(
+        "--family",
+        choices=("auto", *families.FAMILY_CHOICES),
+        default="auto",
+        help="model family: its grounding prompt, answer format and box convention (default: auto, from the "
+        "checkpoint's config.json; a served model without a local folder is qwen2-vl)",
+    )
+    p.add_argument(
         "--coords",
         choices=sorted(scoring.COORDS),
-        default="grid1000",
-        help="how to read the model's numbers; resized-pixels for Qwen2.5-VL",
+        help="how to read the model's numbers (default: the family's: resized-pixels for Qwen2.5-VL, "
+        "else grid1000)",
     )
     p.add_argument(
         "--rescale",
@@ -117,8 +125,8 @@ def _add_generation(p) -> None:
     p.add_argument(
         "--answer-format",
         choices=sorted(answers.ANSWER_FORMATS),
-        default=answers.DEFAULT_ANSWER_FORMAT,
-        help="official: the paper's first box anywhere; think: only inside <answer>...</answer> (RL models)",
+        help="official: the paper's first box anywhere; think: only inside <answer>...</answer> (RL models); "
+        "json / think-json: bbox_2d JSON (default: the family's, official or json)",
     )
     p.add_argument("--force", action="store_true", help="discard an earlier, different run in --output-dir")
     p.add_argument("--label", help="name of this run in the reports (default: the model folder's name)")
@@ -203,6 +211,7 @@ def _config(args, **fields):
         coords=args.coords,
         rescale=args.rescale,
         answer_format=args.answer_format,
+        family=args.family,
         chunk_size=args.chunk_size,
         data_parallel=args.data_parallel,
         dp_rank=args.dp_rank,
@@ -323,7 +332,7 @@ def _print_summary(metrics: dict, out_dir) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = argparse.ArgumentParser(prog="python -m eval", description=__doc__)
+    parser = argparse.ArgumentParser(prog=PROG, description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     _add_run(sub)
     _add_suite(sub)
@@ -337,7 +346,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     s.add_argument("--predictions", required=True, type=Path)
     s.add_argument("--output-dir", required=True, type=Path)
-    s.add_argument("--coords", choices=sorted(scoring.COORDS), default="grid1000")
+    s.add_argument(
+        "--coords",
+        choices=sorted(scoring.COORDS),
+        help="default: what the run's run.json records (a Qwen2.5-VL run: resized-pixels), else grid1000",
+    )
     s.add_argument("--rescale", choices=scoring.RESCALES, default="none")
     s.add_argument(
         "--answer-format",

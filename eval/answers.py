@@ -5,6 +5,10 @@ Why its own module: a reasoning model's `<think>` names decoy boxes and images, 
 same function as the RL rewards). `official` keeps the paper's first-box-anywhere parse of the whole
 response, which the published scores depend on. `well_formed` and `image_acc` are diagnostics added
 beside the paper's metrics, never mixed into them.
+
+`json` and `think-json` read Qwen2.5-VL / Qwen3-VL answers (`bbox_2d` JSON, also in a ```json fence;
+eval.parsing.parse_json_box) from the whole response or the answer span; which numbers they are (grid
+or resized pixels) is the run's `--coords`, chosen by its model family (eval.runner.resolve_family).
 """
 
 from __future__ import annotations
@@ -12,12 +16,16 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 import grounding
-from eval.parsing import parse_box
+from eval.parsing import parse_box, parse_json_box
 
 ANSWER_FORMATS = {
     "official": "the whole response, parsed like the paper's script (first box anywhere)",
     "think": "only the first <answer>...</answer> span (nothing if there is none)",
+    "json": "the whole response as Qwen2.5-VL / Qwen3-VL JSON (first bbox_2d, also ```json fenced)",
+    "think-json": "the first <answer>...</answer> span as bbox_2d JSON (RL models of the JSON families)",
 }
+_SPAN_FORMATS = ("think", "think-json")
+_JSON_FORMATS = ("json", "think-json")
 DEFAULT_ANSWER_FORMAT = "official"
 
 
@@ -31,23 +39,33 @@ def answer_text(response, answer_format: str = DEFAULT_ANSWER_FORMAT) -> str | N
     """The part of a response that is read as the answer (None: no answer at all)."""
     if not isinstance(response, str):
         return None
-    if check_format(answer_format) == "official":
+    if check_format(answer_format) not in _SPAN_FORMATS:
         return response
     return grounding.answer_span(response)
 
 
 def parse_answer(response, answer_format: str = DEFAULT_ANSWER_FORMAT):
-    """The paper's box parse (eval.parsing) of the answer part; official is exactly parse_box(response)."""
+    """The paper's box parse (eval.parsing) of the answer part; official is exactly parse_box(response).
+
+    The JSON formats read only `bbox_2d` JSON: a box-token or bracket answer is no answer there."""
     if check_format(answer_format) == "official":
         return parse_box(response)
-    return parse_box(answer_text(response, answer_format))
+    text = answer_text(response, answer_format)
+    return parse_json_box(text) if answer_format in _JSON_FORMATS else parse_box(text)
 
 
 def well_formed(response, answer_format: str, n_images: int) -> bool:
-    """official: a box parses; think: MIRG-RL's format rule (grounding.mirg_well_formed)."""
-    if check_format(answer_format) == "think":
+    """official / json: a box parses; think: MIRG-RL's format rule (grounding.mirg_well_formed);
+    think-json: the same rule with a JSON box (its range is scoring's business: IoU 0 when off the image)."""
+    fmt = check_format(answer_format)
+    if fmt == "think":
         return grounding.mirg_well_formed(response, n_images)
-    return parse_box(response) is not None
+    if fmt == "think-json":
+        parts = grounding.think_then_answer(response)
+        if parts is None or not parts[0].strip() or parse_json_box(parts[1]) is None:
+            return False
+        return n_images <= 1 or grounding.first_image_index(parts[1]) is not None
+    return parse_answer(response, fmt) is not None
 
 
 def named_image(response, answer_format: str) -> int | None:
@@ -86,7 +104,7 @@ def answer_stats(records: Iterable[dict], answer_format: str) -> tuple[dict[str,
             continue
         response = rec.get("response")
         n_images = _n_images(rec)
-        if n_images is None and answer_format == "think":
+        if n_images is None and answer_format in _SPAN_FORMATS:
             unknown_images += 1
         c[1] += well_formed(response, answer_format, n_images or 1)
         target = rec.get("target_image")

@@ -43,3 +43,26 @@ def parse_box(text) -> ParsedBox | None:
             values = tuple(float(v) for v in matches[0])
             return ParsedBox(values, name, len(matches))  # type: ignore[arg-type]
     return None
+
+
+# Qwen2.5-VL / Qwen3-VL answer in JSON (`{"bbox_2d": [x1, y1, x2, y2], "label": ...}`, a list of them, bare or
+# in a ```json fence): not one of the paper's six patterns, so it is read only when asked for
+# (eval.answers' `json` and `think-json` formats), never in the official parse.
+JSON_PATTERN = "json_bbox_2d"
+
+
+def parse_json_box(text) -> ParsedBox | None:
+    """The first `bbox_2d` box of a JSON answer (families.parse_answer: bounded, never raises), or None.
+
+    The values are the model's own numbers (0-1000 grid or resized pixels); n_matches counts its boxes.
+    """
+    import families
+
+    parsed = families.parse_answer(text, _JSON_FAMILY)
+    if parsed is None:
+        return None
+    return ParsedBox(tuple(float(v) for v in parsed.box), JSON_PATTERN, parsed.n_boxes)  # type: ignore[arg-type]
+
+
+# Any family whose answer form is JSON bbox_2d: the parse is the same for all of them.
+_JSON_FAMILY = "qwen3-vl"

@@ -55,7 +55,7 @@ def results_markdown(metrics: dict, context: dict, bench: Benchmark | None = Non
         ("backend", "Backend"),
         ("mode", "Mode"),
         ("format_suffix", "Format suffix"),
-        ("coords", "Coordinate convention"),
+        ("convention" if context.get("convention") else "coords", "Coordinate convention"),
         ("answer_format", "Answer format"),
     ):
         if context.get(key) is not None:

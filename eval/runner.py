@@ -20,6 +20,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import families
 from eval import answers as answer_formats  # not `answers`: score_records has a local of that name
 from eval import prompts as P
 from eval import scoring
@@ -48,9 +49,10 @@ class RunConfig:
     max_new_tokens: int = 128
     repetition_penalty: float | None = None  # None: the model's generation_config.json, as the paper's script
     answer_scale: str = "auto"
-    coords: str = "grid1000"
+    coords: str | None = None  # None: the family's convention (Qwen2.5-VL resized-pixels, else grid1000)
     rescale: str = "none"
-    answer_format: str = "official"  # eval.answers.ANSWER_FORMATS
+    answer_format: str | None = None  # eval.answers.ANSWER_FORMATS; None: the family's (official or json)
+    family: str = "auto"  # families.FAMILY_CHOICES, or auto: the checkpoint's config.json (resolve_family)
     chunk_size: int = 256
     data_parallel: int = 1
     dp_rank: int | None = None  # set in data-parallel worker processes
@@ -58,6 +60,60 @@ class RunConfig:
     label: str | None = None
     processor: str | None = None  # where to read the image budget from (openai backend)
     engine: dict = field(default_factory=dict)  # backend options (dtype, device, tensor_parallel, ...)
+
+
+@dataclass(frozen=True)
+class FamilyChoice:
+    """The run's model family and where that came from (for run.json and results.md)."""
+
+    family: families.Family
+    source: str  # "given", "detected from DIR/config.json", or why the Qwen2-VL default applies
+
+
+def resolve_family(cfg: RunConfig) -> FamilyChoice:
+    """--family NAME as given; auto: the local checkpoint's config.json (families.detect_family).
+
+    A served model (--backend openai) with no local folder (--processor or --model) is read as Qwen2-VL
+    unless --family says otherwise: a server does not say what it serves. A local folder whose config.json
+    is missing or names no known family is refused (UnknownFamilyError, a ValueError) rather than guessed.
+    """
+    if cfg.family != "auto":
+        return FamilyChoice(families.get_family(cfg.family), "given")
+    local = next((Path(p) for p in (cfg.processor, cfg.model) if p and Path(p).is_dir()), None)
+    if local is None:
+        why = "a served model" if cfg.backend == "openai" else f"{cfg.model} is not a local folder"
+        log.info("model family: %s; reading it as Qwen2-VL (pass --family to say otherwise)", why)
+        return FamilyChoice(families.get_family(families.DEFAULT_FAMILY), f"default ({why})")
+    if not (local / "config.json").is_file():
+        if cfg.backend == "openai":  # a processor folder: it need not hold the model's config
+            return FamilyChoice(
+                families.get_family(families.DEFAULT_FAMILY), f"default (no {local}/config.json)"
+            )
+        raise families.UnknownFamilyError(
+            f"{local} has no config.json to detect the model family from; "
+            f"pass --family ({', '.join(families.FAMILY_CHOICES)})"
+        )
+    return FamilyChoice(families.detect_family(local), f"detected from {local / 'config.json'}")
+
+
+def family_defaults(cfg: RunConfig, family: families.Family) -> RunConfig:
+    """cfg with the family's defaults where the command line left a choice open (explicit values win):
+    its format suffix (JSON families: their native request), answer format and coordinate convention."""
+    from dataclasses import replace
+
+    suffix = cfg.format_suffix or P.family_suffix(family)
+    answer = cfg.answer_format or ("json" if family.answer_form == families.JSON_BBOX else "official")
+    coords = cfg.coords or family.box_convention
+    return replace(cfg, family=family.name, format_suffix=suffix, answer_format=answer, coords=coords)
+
+
+def convention_text(family_name: str | None, coords: str, source: str | None = None) -> str:
+    """results.md's statement of the convention: the family (when known), how its numbers are read, and why."""
+    if family_name is None:
+        return f"{coords}, {scoring.COORDS[coords]}"
+    fam = families.get_family(family_name)
+    where = f", {source}" if source else ""
+    return f"{fam.display} ({fam.name}{where}): {coords}, {scoring.COORDS[coords]}"
 
 
 class IncompleteRun(RuntimeError):
@@ -119,6 +175,9 @@ def protocol_of(cfg: RunConfig, bench: Bench) -> dict:
         "image_loading": "qwen_vl_utils.fetch_image",
         # Recorded only when not official, so an official run's run.json (and its resume check) is unchanged.
         **({"answer_format": cfg.answer_format} if cfg.answer_format != "official" else {}),
+        # Likewise only for a family other than Qwen2-VL (which run.json's `info` names in every run, with
+        # the coords: those are a scoring choice, so a rerun may change them, as before).
+        **({"family": cfg.family} if cfg.family not in (None, "auto", families.DEFAULT_FAMILY) else {}),
     }
 
 
@@ -263,10 +322,25 @@ def recorded_answer_format(predictions) -> str | None:
     return None if protocol is None else protocol.get("answer_format", "official")
 
 
+def recorded_coords(predictions, family_name) -> str:
+    """The coords a run's run.json `info` records, else its family's convention, else grid1000."""
+    try:
+        info = json.loads((Path(predictions).parent / "run.json").read_text(encoding="utf-8")).get("info")
+    except (OSError, ValueError, AttributeError):
+        info = None
+    coords = info.get("coords") if isinstance(info, dict) else None
+    if coords is None and family_name is not None:
+        coords = families.get_family(family_name).box_convention
+    coords = coords or "grid1000"
+    if not isinstance(coords, str) or coords not in scoring.COORDS:
+        raise ValueError(f"{predictions}: its run.json records coords {coords!r:.80}; pass --coords")
+    return coords
+
+
 def score_file(
     predictions,
     out_dir,
-    coords="grid1000",
+    coords=None,
     rescale="none",
     force=False,
     label=None,
@@ -278,7 +352,8 @@ def score_file(
     answer_format None means official, unless the run's run.json recorded another one: then the
     call is refused rather than silently reading think-style answers the official way. The same
     holds for the benchmark: None means the one run.json records (MIG-Bench without one), and a
-    different one given explicitly is refused.
+    different one given explicitly is refused. coords None: what run.json records (its `info`, else its
+    family's convention, else grid1000); a JSON family's recorded `json` answer format is used likewise.
     """
     from atomicio import OutputExistsError, ensure_distinct_paths, refuse_existing
 
@@ -299,6 +374,11 @@ def score_file(
         )
     bench_def = get_benchmark(benchmark or ran_on)
     recorded = recorded_answer_format(predictions)
+    family_name = (protocol or {}).get("family")  # recorded for JSON families; unknown otherwise
+    if coords is None:
+        coords = recorded_coords(predictions, family_name)
+    if answer_format is None and recorded == "json":
+        answer_format = "json"  # what the family's run read; a plain default, not a reinterpretation
     if answer_format is None:
         if recorded not in (None, "official"):
             raise ValueError(
@@ -324,6 +404,8 @@ def score_file(
     context = {
         "model": label or Path(predictions).resolve().parent.name,
         "predictions": str(predictions),
+        # Only when run.json names the family: otherwise results.md states the bare --coords, as before.
+        **({"convention": convention_text(family_name, coords, "from run.json")} if family_name else {}),
         "notes": notes,
     }
     return report(out, records, context, coords, rescale, answer_format, bench_def)
@@ -564,6 +646,8 @@ def _spawn_workers(cfg: RunConfig, argv: list[str]) -> list[int]:
 def run(cfg: RunConfig, argv: list[str] | None = None) -> dict | None:
     """Generate what is missing in cfg.output_dir, then write the reports (unless a DP worker)."""
     benchmark = get_benchmark(cfg.benchmark)
+    choice = resolve_family(cfg)
+    cfg = family_defaults(cfg, choice.family)
     if cfg.mode not in MODES:
         raise ValueError(f"unknown mode {cfg.mode!r}; choose from {MODES}")
     if cfg.mode not in benchmark.modes:
@@ -588,6 +672,10 @@ def run(cfg: RunConfig, argv: list[str] | None = None) -> dict | None:
         "image_root": str(bench.image_root),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "label": cfg.label,
+        "family": cfg.family,
+        "family_source": choice.source,
+        "coords": cfg.coords,
+        "convention": convention_text(cfg.family, cfg.coords, choice.source),
     }
     store = RunStore(cfg.output_dir, protocol, info, force=cfg.force and cfg.dp_rank is None)
 
@@ -636,6 +724,7 @@ def run(cfg: RunConfig, argv: list[str] | None = None) -> dict | None:
         "bench": str(bench.path),
         "answer_scale": bench.answer_scale,
         "incomplete": missing,
+        "convention": info["convention"],
         "notes": bench.warnings + store.notes,
     }
     metrics = report(cfg.output_dir, records, context, cfg.coords, cfg.rescale, cfg.answer_format, benchmark)

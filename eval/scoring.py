@@ -12,7 +12,7 @@ import math
 from collections.abc import Iterable
 
 from eval import answers
-from eval.parsing import ParsedBox, parse_box  # noqa: F401 - parse_box: part of this module's API
+from eval.parsing import JSON_PATTERN, ParsedBox, parse_box  # noqa: F401 - parse_box: part of this module's API
 
 THRESHOLDS = (0.5, 0.3, 0.7)
 METRIC_KEYS = ("n", "acc@0.5", "acc@0.3", "acc@0.7", "miou")
@@ -32,6 +32,9 @@ def normalise(parsed: ParsedBox | None, coords: str = "grid1000", size=None) -> 
     if parsed is None:
         return None
     vals = list(parsed.values)
+    if coords == "grid1000" and parsed.pattern == JSON_PATTERN:
+        # Qwen3-VL's JSON is always on the grid: the paper's "< 1 is already 0-1" rule is not its.
+        return [v / 1000 for v in vals]
     if coords == "grid1000":
         # The paper's extract_bbox uses `>= 1` when one box is found and `> 1` when several are:
         # a value of exactly 1 in a multi-box answer stays 1.0. Kept for identical scores.
@@ -87,7 +90,8 @@ def score_response(
 ) -> dict:
     """Parse, normalise, optionally rescale and compare one response with its answer box.
 
-    answer_format "think" parses only the first <answer>...</answer> span (eval.answers)."""
+    answer_format "think" parses only the first <answer>...</answer> span, "json" / "think-json" read
+    bbox_2d JSON (eval.answers); `coords` says what the numbers are (the family's convention)."""
     parsed = answers.parse_answer(response, answer_format)
     if parsed is not None and not all(math.isfinite(v) for v in parsed.values):
         parsed = None  # a 400-digit "integer" is inf: no box (IoU 0), so metrics.json never holds NaN

@@ -33,7 +33,9 @@ REQUIRED = ("id", "completion", "image_index", "box", "num_images")
 MAX_REPORTED = 20  # malformed lines named on stderr; all of them carry their error in the output
 
 
-def _score_line(lineno: int, raw: bytes, profile: str, weights) -> tuple[dict, str | None]:
+def _score_line(
+    lineno: int, raw: bytes, profile: str, weights, family: str = "qwen2-vl"
+) -> tuple[dict, str | None]:
     """One input line -> (output record, error or None). A malformed line keeps what it held."""
     from rl import rewards
 
@@ -62,6 +64,8 @@ def _score_line(lineno: int, raw: bytes, profile: str, weights) -> tuple[dict, s
             num_images=rec["num_images"],
             profile=profile,
             weights=weights,
+            family=family,
+            resized_sizes=rec.get("resized_sizes"),
         )
     except ValueError as exc:
         msg = f"line {lineno} (id {rec['id']!r}): {exc}"
@@ -70,7 +74,9 @@ def _score_line(lineno: int, raw: bytes, profile: str, weights) -> tuple[dict, s
     return {**out, **scores}, None
 
 
-def score_jsonl(src: Path, dst: Path, profile: str, weights, force: bool) -> tuple[int, list[str]]:
+def score_jsonl(
+    src: Path, dst: Path, profile: str, weights, force: bool, family: str = "qwen2-vl"
+) -> tuple[int, list[str]]:
     """Score every line of src into dst (atomically, same order); returns (lines scored, problems)."""
     from atomicio import atomic_file, refuse_existing
 
@@ -85,7 +91,7 @@ def score_jsonl(src: Path, dst: Path, profile: str, weights, force: bool) -> tup
             if not raw.strip():
                 continue
             seen += 1
-            rec, problem = _score_line(lineno, raw, profile, weights)
+            rec, problem = _score_line(lineno, raw, profile, weights, family)
             if problem:
                 problems.append(problem)
             else:
@@ -106,7 +112,7 @@ def _rewards(args, prog: str) -> int:
         weights = rewards.resolve_weights(args.profile, args.weights)
     except ValueError as exc:
         raise ValueError(f"--weights: {exc}") from exc
-    scored, problems = score_jsonl(args.input, args.output, args.profile, weights, args.force)
+    scored, problems = score_jsonl(args.input, args.output, args.profile, weights, args.force, args.family)
     for p in problems[:MAX_REPORTED]:
         print(f"{prog}: malformed: {p}", file=sys.stderr)
     if len(problems) > MAX_REPORTED:
@@ -127,12 +133,19 @@ def _rewards(args, prog: str) -> int:
 
 
 def _add_rewards(sub) -> None:
+    from families import FAMILY_CHOICES
     from rl.rewards import PROFILES
 
     p = sub.add_parser("rewards", help="score saved completions (JSONL) with the RL rewards")
     p.add_argument("--input", required=True, type=Path, help='lines {"id", "completion", "image_index", ...}')
     p.add_argument("--output", required=True, type=Path, help="the same lines plus format, image, iou, total")
     p.add_argument("--profile", choices=sorted(PROFILES), default="mirg")
+    p.add_argument(
+        "--family",
+        choices=FAMILY_CHOICES,
+        default="qwen2-vl",
+        help="whose answer form to read (Qwen2.5-VL lines need resized_sizes)",
+    )
     p.add_argument("--weights", help="comma-separated, in component order (default: the profile's)")
     p.add_argument("--force", action="store_true", help="replace an existing --output")
     p.set_defaults(handler=_rewards)

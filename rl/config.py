@@ -15,6 +15,8 @@ from typing import Any
 
 import yaml
 
+from families import FAMILY_CHOICES
+
 
 class ConfigError(ValueError):
     """A recipe or override that cannot be used; the message names the key or file."""
@@ -32,6 +34,9 @@ class RLArguments:
     freeze_multi_modal_projector: bool = False  # visual.merger
     image_max_pixels: int = 401408  # the processor's budget per image (as in the SFT stages)
     image_min_pixels: int = 3136
+    # The model family whose answer form the rewards read (families.FAMILY_CHOICES); not detected from the
+    # checkpoint: the RL records' answers and resized_sizes were written for one family (rl/README.md).
+    family: str = "qwen2-vl"
     reward_profile: str = "mirg"  # a name in rl.rewards.PROFILES
     reward_weights: list[float] | None = None  # one per component; default: the profile's
     difficulty_weighting: str = "auto"  # auto (the profile's choice), true or false
@@ -86,6 +91,8 @@ def _coerce(args: RLArguments) -> RLArguments:
         if not all(isinstance(w, (int, float)) for w in weights):
             raise ConfigError(f"reward_weights {weights!r} is not a list of numbers")
         weights = [float(w) for w in weights]
+    if not isinstance(args.family, str) or args.family not in FAMILY_CHOICES:
+        raise ConfigError(f"family must be one of {', '.join(FAMILY_CHOICES)}, not {args.family!r}")
     difficulty = str(args.difficulty_weighting).lower()
     if difficulty not in ("auto", "true", "false"):
         raise ConfigError(

@@ -49,8 +49,12 @@ def resolve_dataset(dataset: str, dataset_dir: str | Path) -> Path:
     return path
 
 
-def to_example(record: Any) -> dict[str, Any]:
-    """One ShareGPT RL record -> one TRL example; raises ValueError saying what is wrong."""
+def to_example(record: Any, family: str = "qwen2-vl") -> dict[str, Any]:
+    """One ShareGPT RL record -> one TRL example; raises ValueError saying what is wrong.
+
+    family: the run's model family (rl config `family`); a record converted for another one
+    (`box_format`, converters --box-format) is refused, and Qwen2.5-VL's records must carry
+    `resized_sizes` (the rewards read its pixel answers with them)."""
     if not isinstance(record, dict):
         raise ValueError(f"a JSON {type(record).__name__}, not an object")
     images, turns = record.get("images"), record.get("conversations")
@@ -77,6 +81,29 @@ def to_example(record: Any) -> dict[str, Any]:
         or not on_grid(box)
     ):
         raise ValueError(f"box {box!r} is not [x1,y1,x2,y2] on the 0-1000 grid")
+    converted_for = record.get("box_format", "qwen2-vl")
+    if converted_for != family:
+        raise ValueError(
+            f"converted for {converted_for!r} (box_format) but the run's family is {family!r}: "
+            f"convert with --box-format {family}"
+        )
+    extra = {}
+    if family == "qwen2.5-vl":
+        sizes = record.get("resized_sizes")
+        if not (
+            isinstance(sizes, list)
+            and len(sizes) == n
+            and all(
+                isinstance(s, list)
+                and len(s) == 2
+                and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in s)
+                for s in sizes
+            )
+        ):
+            raise ValueError(
+                f"resized_sizes {sizes!r:.120} is not [width, height] for each of the {n} image(s)"
+            )
+        extra["resized_sizes"] = sizes
     missing = [p for p in images if not Path(p).is_file()]
     if missing:
         raise ValueError(f"image {missing[0]} not found")
@@ -88,10 +115,13 @@ def to_example(record: Any) -> dict[str, Any]:
         "image_index": index,
         "box": box,
         "num_images": n,
+        **extra,
     }
 
 
-def load_examples(path: Path, max_samples: int | None = None) -> tuple[list[dict], list[dict]]:
+def load_examples(
+    path: Path, max_samples: int | None = None, family: str = "qwen2-vl"
+) -> tuple[list[dict], list[dict]]:
     """(examples, skipped) from an RL set file; skipped entries carry id/position and reason."""
     examples, skipped = [], []
     try:
@@ -99,7 +129,7 @@ def load_examples(path: Path, max_samples: int | None = None) -> tuple[list[dict
             if max_samples is not None and len(examples) >= max_samples:
                 break
             try:
-                examples.append(to_example(record))
+                examples.append(to_example(record, family))
             except ValueError as err:
                 rid = record.get("id") if isinstance(record, dict) else None
                 skipped.append({"record": position, "id": rid, "reason": str(err)})

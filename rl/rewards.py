@@ -5,7 +5,13 @@ feed TRL's GRPOTrainer and are tested by hand, and must import with the stdlib a
 Completions are untrusted model text: anything that is not a string (or a TRL conversational list of
 messages) scores 0, text longer than MAX_COMPLETION_CHARS scores 0 without being read, and every
 pattern used is linear (grounding.py bounds its numbers). Ground truth is trusted data: a bad
-image_index, box or num_images raises ValueError naming the value.
+image_index, box, num_images or resized_sizes raises ValueError naming the value.
+
+Families (families.py): a Qwen2-VL answer holds box tokens; a Qwen2.5-VL / Qwen3-VL answer holds JSON
+`bbox_2d` (bare or ```json fenced) inside <answer>. The ground-truth `box` stays on the 0-1000 grid for
+every family; Qwen3-VL's numbers are on that grid already, Qwen2.5-VL's are pixels of the target image
+as training fed it, so its RL records carry `resized_sizes` ([width, height] per image, in order) and the
+prediction is read with resized_sizes[image_index - 1]. The image-index rule is the same for all.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ import numbers
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
+import families
 import grounding
 
 # A 256-token completion is ~1-2k characters; anything 50x longer is not an answer worth reading.
@@ -47,34 +54,91 @@ def predicted_image(answer: str, num_images: int) -> int | None:
     return index
 
 
-def _mirg_format(text: str, answer: str, image_index, box, num_images) -> float:
-    return 1.0 if grounding.mirg_well_formed(text, num_images) else 0.0
+@dataclass(frozen=True)
+class Read:
+    """One completion as the components see it: its text, answer span, the family's box read onto the
+    0-1000 grid (floats; None when the answer holds none) and the ground truth."""
+
+    text: str
+    answer: str
+    family: families.Family
+    pred: tuple | None
+    image_index: object
+    box: object
+    num_images: object
 
 
-def _image(text: str, answer: str, image_index, box, num_images) -> float:
-    return 1.0 if predicted_image(answer, num_images) == image_index else 0.0
+def predicted_box(answer: str, family, resized_size=None) -> tuple | None:
+    """The answer's first box on the 0-1000 grid, in the family's form; None when it holds none.
+
+    Qwen2-VL: the first `(x1,y1),(x2,y2)` (box tokens optional), as before. JSON families: the first
+    `bbox_2d` (families.parse_answer: bounded, never raises), divided by the resized size for Qwen2.5-VL.
+    """
+    fam = families.get_family(family)
+    if fam.answer_form == families.BOX_TOKENS:
+        return grounding.first_pair(answer)
+    parsed = families.parse_answer(answer, fam)
+    if parsed is None:
+        return None
+    # parse_answer gives four finite numbers, so only a missing Qwen2.5-VL size raises (score checks it first).
+    unit = families.family_box_to_unit(parsed.box, fam, resized_size)
+    return tuple(v * grounding.GRID for v in unit)
 
 
-def _iou(text: str, answer: str, image_index, box, num_images) -> float:
-    return box_iou(grounding.first_pair(answer), box)
+def _on_grid(box) -> bool:
+    return box is not None and grounding.on_grid(box)
 
 
-def _univg_format(text: str, answer: str, image_index, box, num_images) -> float:
-    """Think then answer (the whole completion), the answer exactly one integer pair, tokens optional.
+def _mirg_format(r: Read) -> float:
+    if r.family.answer_form == families.BOX_TOKENS:
+        return 1.0 if grounding.mirg_well_formed(r.text, r.num_images) else 0.0
+    # The same rule with the family's JSON box (read onto the grid: a Qwen2.5-VL box off its image fails).
+    parts = grounding.think_then_answer(r.text)
+    if parts is None or not parts[0].strip() or not parts[1].strip() or not _on_grid(r.pred):
+        return 0.0
+    return 1.0 if r.num_images <= 1 or grounding.first_image_index(parts[1]) is not None else 0.0
+
+
+def _image(r: Read) -> float:
+    return 1.0 if predicted_image(r.answer, r.num_images) == r.image_index else 0.0
+
+
+def _iou(r: Read) -> float:
+    return box_iou(r.pred, r.box)
+
+
+def _univg_format(r: Read) -> float:
+    """Think then answer (the whole completion), the answer exactly one box: one integer pair, tokens
+    optional (Qwen2-VL), or JSON holding exactly one well-formed bbox_2d and nothing else, fence optional.
 
     UniVG-R1's own check (`<think>.*?</think>\\s*<answer>PAIR</answer>$`) allows an empty think, so this
     does too; unlike it, nothing may come before <think>.
     """
-    parts = grounding.think_then_answer(text)
+    parts = grounding.think_then_answer(r.text)
     if parts is None:
         return 0.0
     body = parts[1].strip()
+    if r.family.answer_form == families.JSON_BBOX:
+        return 1.0 if _one_json_box(body, r.family) and _on_grid(r.pred) else 0.0
     if body.startswith(grounding.BOX_START) and body.endswith(grounding.BOX_END):
         body = body[len(grounding.BOX_START) : -len(grounding.BOX_END)].strip()
     return 1.0 if grounding.PAIR_RE.fullmatch(body) else 0.0
 
 
-Component = Callable[[str, str, object, object, object], float]
+def _one_json_box(body: str, family: families.Family) -> bool:
+    """The body is one JSON value (optionally in one ```json fence) whose only box is one bbox_2d."""
+    if body.startswith("```"):
+        if not body.endswith("```") or len(body) < 6:
+            return False
+        body = body[3:-3]
+        body = (body[4:] if body[:4].lower() == "json" else body).strip()
+    if not body or body[0] + body[-1] not in ("[]", "{}"):
+        return False
+    parsed = families.parse_answer(body, family)
+    return parsed is not None and parsed.n_boxes == 1
+
+
+Component = Callable[[Read], float]
 
 
 @dataclass(frozen=True)
@@ -193,6 +257,10 @@ def check_target(image_index, box, num_images, uses_image: bool = True) -> None:
         raise ValueError(f"box {list(box)} is not on the 0-1000 grid with x1 < x2 and y1 < y2")
     if not uses_image:
         return
+    _check_image(image_index, num_images)
+
+
+def _check_image(image_index, num_images) -> None:
     if not _is_int(num_images) or num_images < 1:
         raise ValueError(f"num_images must be a positive integer, got {num_images!r}")
     if not _is_int(image_index) or not 1 <= image_index <= num_images:
@@ -201,20 +269,54 @@ def check_target(image_index, box, num_images, uses_image: bool = True) -> None:
         )
 
 
+def target_size(family, image_index, num_images, resized_sizes) -> tuple[int, int] | None:
+    """The resized (width, height) of the target image a Qwen2.5-VL answer is in pixels of (None for the
+    grid families, which need none); raises ValueError naming what is missing or malformed."""
+    fam = families.get_family(family)
+    if fam.box_convention != families.RESIZED_PIXELS:
+        return None
+    _check_image(image_index, num_images)
+    if not isinstance(resized_sizes, (list, tuple)) or len(resized_sizes) != num_images:
+        raise ValueError(
+            f"{fam.display} boxes are pixels of the resized image: resized_sizes must give [width, height] "
+            f"for each of the {num_images} image(s), got {resized_sizes!r:.200}"
+        )
+    size = resized_sizes[image_index - 1]
+    if not isinstance(size, (list, tuple)) or len(size) != 2 or not all(_is_int(v) and v > 0 for v in size):
+        raise ValueError(f"resized_sizes[{image_index - 1}] must be [width, height] in pixels, got {size!r}")
+    return int(size[0]), int(size[1])
+
+
 # ---------------------------------------------------------------- scoring
 
 
-def score(completion, *, image_index, box, num_images, profile: str = "mirg", weights=None) -> dict:
-    """{component: value (unweighted), ..., "total": weighted sum}; garbage completions score 0."""
+def score(
+    completion,
+    *,
+    image_index,
+    box,
+    num_images,
+    profile: str = "mirg",
+    weights=None,
+    family: str = families.DEFAULT_FAMILY,
+    resized_sizes=None,
+) -> dict:
+    """{component: value (unweighted), ..., "total": weighted sum}; garbage completions score 0.
+
+    family: whose answer form to read (families.FAMILY_CHOICES); resized_sizes: Qwen2.5-VL's per-image
+    [width, height] as training fed them (see the module docstring), unused by the other families."""
     prof = get_profile(profile)
+    fam = families.get_family(family)
     w = resolve_weights(prof, weights)
     check_target(image_index, box, num_images, prof.uses_image)
+    size = target_size(fam, image_index, num_images, resized_sizes)
     text = completion_text(completion)
     answer = grounding.answer_span(text) if text is not None and len(text) <= MAX_COMPLETION_CHARS else None
     if answer is None:  # no answer span: every component is 0 (both profiles need one)
         values = dict.fromkeys(prof.names, 0.0)
     else:
-        values = {name: fn(text, answer, image_index, box, num_images) for name, fn in prof.components}
+        read = Read(text, answer, fam, predicted_box(answer, fam, size), image_index, box, num_images)
+        values = {name: fn(read) for name, fn in prof.components}
     values["total"] = sum(wi * values[name] for wi, name in zip(w, prof.names, strict=True))
     return values
 
@@ -240,24 +342,33 @@ def difficulty_weights(ious: Sequence[float], group_size: int) -> list[float]:
     return out
 
 
-def reward_functions(profile: str = "mirg", weights=None) -> list[Callable[..., list[float]]]:
+def reward_functions(
+    profile: str = "mirg", weights=None, family: str = families.DEFAULT_FAMILY
+) -> list[Callable[..., list[float]]]:
     """TRL reward functions, one per component, named after it (TRL logs `rewards/<name>/mean`).
 
-    Each is f(completions, image_index, box, num_images, **kwargs) -> [weight * component value]; the
-    three columns come from the RL dataset, one entry per completion (TRL repeats them per generation).
+    Each is f(completions, image_index, box, num_images, resized_sizes=None, **kwargs) -> [weight *
+    component value]; the columns come from the RL dataset, one entry per completion (TRL repeats them
+    per generation). `resized_sizes` is read for Qwen2.5-VL only (a missing column is refused there).
     """
     prof = get_profile(profile)
+    fam = families.get_family(family)
     w = resolve_weights(prof, weights)
 
     def make(name: str, weight: float):
-        def reward(completions, image_index, box, num_images, **kwargs) -> list[float]:
+        def reward(completions, image_index, box, num_images, resized_sizes=None, **kwargs) -> list[float]:
             n = len(completions)
-            for column, values in (("image_index", image_index), ("box", box), ("num_images", num_images)):
+            sizes = [None] * n if resized_sizes is None else resized_sizes
+            columns = (("image_index", image_index), ("box", box), ("num_images", num_images))
+            for column, values in (*columns, ("resized_sizes", sizes)):
                 if len(values) != n:
                     raise ValueError(f"reward {name}: {n} completions but {len(values)} values of {column}")
             return [
-                weight * score(c, image_index=i, box=b, num_images=k, profile=prof.name)[name]
-                for c, i, b, k in zip(completions, image_index, box, num_images, strict=True)
+                weight
+                * score(
+                    c, image_index=i, box=b, num_images=k, profile=prof.name, family=fam.name, resized_sizes=z
+                )[name]
+                for c, i, b, k, z in zip(completions, image_index, box, num_images, sizes, strict=True)
             ]
 
         reward.__name__ = reward.__qualname__ = name

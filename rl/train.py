@@ -79,7 +79,7 @@ def train(recipe: str | Path, overrides: list[str]) -> dict:
         else rl_args.difficulty_weighting == "true"
     )
     path = resolve_dataset(rl_args.dataset, rl_args.dataset_dir)
-    examples, skipped = load_examples(path, rl_args.max_samples)
+    examples, skipped = load_examples(path, rl_args.max_samples, rl_args.family)
     log.info("%s: %d RL examples, %d skipped", path, len(examples), len(skipped))
 
     dtype = torch.bfloat16 if grpo_args.bf16 else torch.float32
@@ -88,7 +88,8 @@ def train(recipe: str | Path, overrides: list[str]) -> dict:
     log.info("frozen %(frozen)d tensors, %(trainable)d trainable", counts)
     processor = load_processor(rl_args.model_name_or_path, rl_args.image_max_pixels, rl_args.image_min_pixels)
 
-    funcs = reward_functions(profile.name, [1.0] * len(profile.names))  # raw values; TRL applies weights
+    # raw values (TRL applies the weights), read in the family's answer form
+    funcs = reward_functions(profile.name, [1.0] * len(profile.names), family=rl_args.family)
     trainer = PackGRPOTrainer(
         model=model,
         reward_funcs=funcs,

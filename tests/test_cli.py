@@ -29,6 +29,7 @@ SCRIPTS = {
     "migician-merge": "merge_tool.__main__:main",
     "migician-eval": "eval.__main__:main",
     "migician-rl": "rl.__main__:main",
+    "migician-datagen": "datagen.__main__:main",
 }
 EXTRAS = {  # extra -> the requirements file the Makefile installs from
     "train": "train.txt",

@@ -261,3 +261,60 @@ def test_stage1_resumes_then_stage2_chains(tiny_model, tmp_path):
         AutoProcessor.from_pretrained(out)
         trained = model.state_dict()
         assert any(not base[k].equal(trained[k]) for k in base if k in trained)
+
+
+# ---- the base model's family -----------------------------------------------------------------
+def test_family_overrides_leave_qwen2vl_recipes_unchanged():
+    """A Qwen2-VL (and a Qwen2.5-VL) base gets no override: the recipe's template and budget are theirs;
+    a Qwen3-VL base gets its template and its 512 x 32 x 32 budget."""
+    import families
+
+    for name in ("stage1", "stage2", "traj_sft"):
+        recipe = yaml.safe_load((RECIPES / f"{name}.yaml").read_text())
+        assert families.recipe_overrides(recipe, "qwen2-vl") == []
+        assert families.recipe_overrides(recipe, "qwen2.5-vl") == []
+        assert families.recipe_overrides(recipe, "qwen3-vl") == [
+            "template=qwen3_vl_nothink",
+            "image_max_pixels=524288",
+            "image_min_pixels=4096",
+        ]
+    # The Makefile's default BASE_MODEL (a Hub id, not downloaded): Qwen2-VL, so an empty override list.
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "families",
+            "train-args",
+            "recipes/stage1.yaml",
+            "--model",
+            "Qwen/Qwen2-VL-7B-Instruct",
+        ]
+        + ["--default-family", "qwen2-vl"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0 and proc.stdout.strip() == "", proc.stderr
+
+
+def test_family_is_read_from_config_and_forced_by_flag(tmp_path):
+    model = tmp_path / "m"
+    model.mkdir()
+    (model / "config.json").write_text(json.dumps({"model_type": "qwen3_vl"}))
+
+    def detect(*extra):
+        return subprocess.run(
+            [sys.executable, "-m", "families", "detect", str(model), *extra],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+        )
+
+    assert detect().stdout.strip() == "qwen3-vl"
+    assert detect("--family", "qwen2.5-vl").stdout.strip() == "qwen2.5-vl"
+    (model / "config.json").write_text('{"model_type": "llava"}')
+    bad = detect()
+    assert bad.returncode == 1 and "model_type 'llava' is not a known family" in bad.stderr
+    (model / "config.json").write_text("[" * 100_000)  # hostile JSON: a clear error, no traceback
+    bad = detect()
+    assert bad.returncode == 1 and "not valid JSON" in bad.stderr and "Traceback" not in bad.stderr

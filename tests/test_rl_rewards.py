@@ -495,3 +495,222 @@ def test_a_subcommand_is_one_function_and_one_add_parser():
     p = sub.add_parser("echo")
     p.set_defaults(handler=lambda args, prog: 0)
     assert parser.parse_args(["echo"]).handler(None, parser.prog) == 0
+
+
+# ---------------------------------------------------------------- families: the answer form each one writes
+# Ground truth stays on the 0-1000 grid for every family. Qwen3-VL writes grid numbers in JSON bbox_2d;
+# Qwen2.5-VL writes pixels of the target image as training fed it, read with the record's resized_sizes
+# (here image 2 is 728x560, so grid [125, 250, 500, 875] is pixels [91, 140, 364, 490] exactly).
+
+GRID_BOX = [125, 250, 500, 875]
+SIZES_2 = [[112, 56], [728, 560]]
+PIXELS = [91, 140, 364, 490]
+
+
+def jbox(values, label="[2-1] cat", fenced=True):
+    body = json.dumps([{"bbox_2d": list(values), "label": label}])
+    return f"```json\n{body}\n```" if fenced else body
+
+
+def fam(text, family, box=GRID_BOX, **kw):
+    return mirg(text, box=box, family=family, **kw)
+
+
+def test_qwen3_json_answer_scores_like_box_tokens():
+    for answer in (jbox(GRID_BOX), jbox(GRID_BOX, fenced=False), f"[2-1] {jbox(GRID_BOX, label='cat')}"):
+        r = fam(ta("the cat is in image 2", answer), "qwen3-vl")
+        assert r == {"format": 1.0, "image": 1.0, "iou": pytest.approx(1.0), "total": pytest.approx(3.0)}
+    # Box tokens are not Qwen3-VL's form: no box (IoU 0, format 0); the index still counts.
+    r = fam(ta("x", f"[2-1] {grounding_box(GRID_BOX)}"), "qwen3-vl")
+    assert (r["format"], r["image"], r["iou"]) == (0.0, 1.0, 0.0)
+    # And JSON is not Qwen2-VL's: the default family reads box tokens only.
+    assert fam(ta("x", jbox(GRID_BOX)), "qwen2-vl")["iou"] == 0.0
+
+
+def grounding_box(box):
+    import grounding
+
+    return grounding.box_tokens(box)
+
+
+def test_qwen25_pixels_are_read_with_the_target_images_resized_size():
+    r = fam(ta("x", jbox(PIXELS)), "qwen2.5-vl", resized_sizes=SIZES_2)
+    assert r == {"format": 1.0, "image": 1.0, "iou": pytest.approx(1.0), "total": pytest.approx(3.0)}
+    # The same numbers read as Qwen3-VL's grid (the 2.39 fork's mistake) are a different, wrong box.
+    assert fam(ta("x", jbox(PIXELS)), "qwen3-vl")["iou"] < 0.3
+    # The first image's size is not the target's: a different box.
+    assert fam(ta("x", jbox(PIXELS)), "qwen2.5-vl", resized_sizes=SIZES_2[::-1])["iou"] < 0.3
+    # Off the resized image (x2 = 729 > 728): not well formed, IoU still computed (GT: pixels 364..728).
+    edge = [500, 250, 1000, 875]
+    assert (
+        fam(ta("x", jbox([364, 140, 728, 490])), "qwen2.5-vl", edge, resized_sizes=SIZES_2)["format"] == 1.0
+    )
+    r = fam(ta("x", jbox([364, 140, 729, 490])), "qwen2.5-vl", edge, resized_sizes=SIZES_2)
+    assert r["format"] == 0.0 and 0.9 < r["iou"] < 1.0
+
+
+@pytest.mark.parametrize(
+    "sizes, match",
+    [
+        (None, "resized_sizes must give"),
+        ([[728, 560]], "resized_sizes must give"),  # one size for two images
+        ([[112, 56], [728]], r"resized_sizes\[1\]"),
+        ([[112, 56], [728, 0]], r"resized_sizes\[1\]"),
+        ([[112, 56], [728.0, 560]], r"resized_sizes\[1\]"),
+        ([[112, 56], "728x560"], r"resized_sizes\[1\]"),
+    ],
+)
+def test_qwen25_records_without_usable_resized_sizes_are_refused(sizes, match):
+    with pytest.raises(ValueError, match=match):
+        fam(ta("x", jbox(PIXELS)), "qwen2.5-vl", resized_sizes=sizes)
+    with pytest.raises(ValueError, match=match):  # univg reads no index, but the size needs the target
+        fam(ta("x", jbox(PIXELS)), "qwen2.5-vl", resized_sizes=sizes, profile="univg")
+
+
+def test_unknown_family_is_refused():
+    with pytest.raises(ValueError, match="unknown model family 'qwen4'"):
+        fam(ta("x", jbox(GRID_BOX)), "qwen4")
+    with pytest.raises(ValueError, match="unknown model family"):
+        rewards.reward_functions("mirg", family="Qwen2.5-VL")
+
+
+@pytest.mark.parametrize(
+    "answer, ok",
+    [
+        (jbox(GRID_BOX, label="cat"), True),
+        (jbox(GRID_BOX, label="cat", fenced=False), True),
+        (json.dumps({"bbox_2d": GRID_BOX}), True),  # one object, no list
+        (json.dumps([{"bbox_2d": GRID_BOX}, {"bbox_2d": GRID_BOX}]), False),  # two boxes
+        (f"here: {jbox(GRID_BOX)}", False),  # prose before
+        (f"{jbox(GRID_BOX)} done", False),  # prose after
+        ("```json\n" + json.dumps({"bbox_2d": GRID_BOX}), False),  # unclosed fence
+        (json.dumps({"bbox_2d": [125, 250, 500]}), False),
+        (json.dumps({"bbox_2d": [125, 250, 1500, 875]}), False),  # off the grid
+        (grounding_box(GRID_BOX), False),  # box tokens: not this family's form
+    ],
+)
+def test_univg_json_format_is_exactly_one_box(answer, ok):
+    r = mirg(ta("", answer), box=GRID_BOX, profile="univg", family="qwen3-vl")
+    assert r["format"] == (1.0 if ok else 0.0)
+
+
+JSON_GARBAGE = (
+    '{"bbox_2d": [1e999, 0, 10, 10]}',
+    '{"bbox_2d": [NaN, 0, 10, 10]}',
+    '{"bbox_2d": [-1, 0, 10, 10]}',
+    '{"bbox_2d": [' + "9" * 5000 + ", 0, 10, 10]}",
+    '{"bbox_2d": ["125", "250", "500", "875"]}',
+    '{"bbox_2d": [true, 250, 500, 875]}',
+    '{"bbox_2d": [125, 250, 500, 875]',  # unclosed
+    "[" * 5000 + "]" * 5000,
+    "[" * 100_000,
+    '{"label": "\ud800"}',
+    "```json\n" * 1000,
+    "\x00" * 100,
+)
+
+
+@pytest.mark.parametrize("family", ["qwen2.5-vl", "qwen3-vl"])
+@pytest.mark.parametrize("profile", ["mirg", "univg"])
+def test_hostile_json_answers_score_zero_box_and_never_raise(family, profile):
+    for garbage in JSON_GARBAGE:
+        r = fam(ta("x", f"[2-1] {garbage}"), family, resized_sizes=SIZES_2, profile=profile)
+        assert r["iou"] == 0.0 and r["format"] == 0.0, garbage[:40]
+    for completion in (None, 3, [{"role": "assistant", "content": None}], "x" * 200_000):
+        assert fam(completion, family, resized_sizes=SIZES_2, profile=profile)["total"] == 0.0
+
+
+def test_reward_functions_read_the_family_and_the_resized_sizes_column():
+    funcs = rewards.reward_functions("mirg", family="qwen2.5-vl")
+    good, bad = ta("x", jbox(PIXELS)), ta("x", "[2-1] no box")
+    columns = {"image_index": [2, 2], "box": [GRID_BOX, GRID_BOX], "num_images": [2, 2]}
+    values = {
+        f.__name__: f([good, bad], **columns, resized_sizes=[SIZES_2, SIZES_2], prompts=["p", "p"])
+        for f in funcs
+    }
+    assert values == {"format": [1.0, 0.0], "image": [1.0, 1.0], "iou": [pytest.approx(1.0), 0.0]}
+    with pytest.raises(ValueError, match="resized_sizes"):  # a Qwen2.5-VL RL set without the column
+        funcs[2]([good, bad], **columns)
+    with pytest.raises(ValueError, match="2 completions but 1 values of resized_sizes"):
+        funcs[2]([good, bad], **columns, resized_sizes=[SIZES_2])
+    # Qwen3-VL and Qwen2-VL need no sizes (a column that is there is ignored).
+    q3 = rewards.reward_functions("mirg", family="qwen3-vl")
+    assert q3[2]([ta("x", jbox(GRID_BOX))], image_index=[2], box=[GRID_BOX], num_images=[2]) == [
+        pytest.approx(1.0)
+    ]
+    q2 = rewards.reward_functions("mirg")
+    assert q2[2](
+        [ta("x", f"[2-1] {grounding_box(GRID_BOX)}")],
+        image_index=[2],
+        box=[GRID_BOX],
+        num_images=[2],
+        resized_sizes=[None],
+    ) == [pytest.approx(1.0)]
+
+
+@pytest.mark.vllm  # rl.config.split_config needs TRL (.venv-eval)
+def test_rl_config_family_key(eval_python, tmp_path):
+    script = (
+        "from rl.config import ConfigError, split_config\n"
+        "base = {'output_dir': 'o', 'use_cpu': True, 'bf16': False}\n"
+        "print(split_config(base)[0].family)\n"
+        "print(split_config(base | {'family': 'qwen2.5-vl'})[0].family)\n"
+        "for bad in ('qwen4', 'Qwen2.5-VL', 3, None):\n"
+        "    try:\n"
+        "        split_config(base | {'family': bad})\n"
+        "    except ConfigError as exc:\n"
+        "        print('refused', exc)\n"
+    )
+    from tests.conftest import run_in
+
+    out = run_in(eval_python, ["-c", script]).stdout.splitlines()
+    assert out[:2] == ["qwen2-vl", "qwen2.5-vl"]
+    assert len(out) == 6 and all(
+        line.startswith("refused family must be one of qwen2-vl, qwen2.5-vl, qwen3-vl") for line in out[2:]
+    )
+
+
+def test_cli_reads_the_family_answer_form(tmp_path, capsys):
+    """`python -m rl rewards --family qwen2.5-vl`: JSON pixel answers scored with each line's resized_sizes."""
+    from rl.__main__ import main
+
+    src, dst = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    line = {"id": "a", "image_index": 2, "box": [100, 100, 500, 500], "num_images": 2}
+    line["resized_sizes"] = [[280, 280], [560, 280]]
+    answer = (
+        '<think>Image-2.</think><answer>{"bbox_2d": [56, 28, 280, 140], "label": "cat"} in Image-2</answer>'
+    )
+    src.write_text(json.dumps({**line, "completion": answer}) + "\n")
+    assert main(["rewards", "--input", str(src), "--output", str(dst), "--family", "qwen2.5-vl"]) == 0
+    scored = json.loads(dst.read_text())
+    assert scored["iou"] == pytest.approx(1.0) and scored["image"] == 1.0
+    # the same line read as Qwen2-VL has no box tokens: IoU 0
+    assert main(["rewards", "--input", str(src), "--output", str(dst), "--force"]) == 0
+    assert json.loads(dst.read_text())["iou"] == 0.0
+
+
+def test_rl_records_of_another_family_are_refused_and_sizes_kept(tmp_path):
+    from rl.data import to_example
+
+    image = tmp_path / "a.png"
+    image.write_bytes(b"")  # only its existence is checked here
+    rec = {
+        "id": "r1",
+        "images": [str(image)],
+        "conversations": [
+            {"from": "human", "value": "<image>\nFind the cat."},
+            {"from": "gpt", "value": "x"},
+        ],
+        "image_index": 1,
+        "box": [0, 0, 500, 500],
+        "num_images": 1,
+    }
+    assert "resized_sizes" not in to_example(rec)
+    with pytest.raises(ValueError, match="converted for 'qwen2-vl'.*--box-format qwen3-vl"):
+        to_example(rec, "qwen3-vl")
+    rec25 = {**rec, "box_format": "qwen2.5-vl"}
+    with pytest.raises(ValueError, match="resized_sizes None is not"):
+        to_example(rec25, "qwen2.5-vl")
+    assert to_example({**rec25, "resized_sizes": [[56, 84]]}, "qwen2.5-vl")["resized_sizes"] == [[56, 84]]
+    with pytest.raises(ValueError, match="box_format"):
+        to_example(rec25, "qwen2-vl")

@@ -42,14 +42,24 @@ def main() -> None:
         limit_mm_per_prompt={"image": args.images},
         seed=0,
     )
-    requests = [{"prompt": prompt, "multi_modal_data": {"image": images(args.images)}}] * args.prompts
-    params = SamplingParams(temperature=0.0, max_tokens=args.max_tokens, ignore_eos=True)
-    outs = llm.generate(requests, params)
-    result = {
-        "outputs": [{"text": o.outputs[0].text, "token_ids": list(o.outputs[0].token_ids)} for o in outs],
-        "vocab_size": llm.llm_engine.model_config.get_vocab_size(),
-    }
-    print("RESULT " + json.dumps(result))
+    try:
+        requests = [{"prompt": prompt, "multi_modal_data": {"image": images(args.images)}}] * args.prompts
+        params = SamplingParams(temperature=0.0, max_tokens=args.max_tokens, ignore_eos=True)
+        outs = llm.generate(requests, params)
+        result = {
+            "outputs": [{"text": o.outputs[0].text, "token_ids": list(o.outputs[0].token_ids)} for o in outs],
+            "vocab_size": llm.llm_engine.model_config.get_vocab_size(),
+        }
+        print("RESULT " + json.dumps(result), flush=True)
+    finally:
+        # Shut the engine down here, as eval's vLLM backend does: left to interpreter exit, multiprocessing's
+        # atexit join of the engine process can run before vLLM's own teardown and wait forever (seen here).
+        engine = llm.llm_engine
+        shutdown = getattr(engine, "shutdown", None) or getattr(
+            getattr(engine, "engine_core", None), "shutdown", None
+        )
+        if callable(shutdown):
+            shutdown()
 
 
 if __name__ == "__main__":
