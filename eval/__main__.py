@@ -223,8 +223,19 @@ def _config(args, **fields):
     )
 
 
+def _check_backend_flags(backend: str, argv: list[str]) -> None:
+    from eval.backends import check_flags
+
+    try:
+        check_flags(backend, argv)
+    except ValueError as exc:
+        raise _Usage(str(exc)) from None
+
+
 def _run(args, argv) -> int:
     from eval.runner import IncompleteRun, run
+
+    _check_backend_flags(args.backend, argv)
 
     cfg = _config(
         args,
@@ -245,9 +256,10 @@ def _run(args, argv) -> int:
     return EXIT_OK
 
 
-def _suite(args) -> int:
+def _suite(args, argv) -> int:
     from eval.suite import parse_suite, run_suite
 
+    _check_backend_flags(args.backend, argv)
     if args.data_parallel > 1:
         raise _Usage("--data-parallel is an option of `eval run`; run each benchmark with it instead")
     if args.coco_images and not args.refcoco_root:
@@ -422,7 +434,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "run":
             return _run(args, argv)
         if args.command == "suite":
-            return _suite(args)
+            return _suite(args, argv)
         if args.command == "score":
             from eval.runner import score_file
 

@@ -332,3 +332,26 @@ def test_suite_runs_what_has_data_and_lays_out_tables_1_and_8(tmp_path, tiny_mod
     table = _cli("compare", str(out)).stdout
     assert "MIG-Bench acc@0.5" in table and "RefCOCO acc@0.5" in table and "| tiny |" not in table
     assert table.count("| suite |") == 2  # rows named after the suite folder
+
+
+def test_a_backend_refuses_flags_it_does_not_read(tmp_path):
+    """`--backend openai --tensor-parallel 4` used to be ignored silently; now it is a usage error."""
+    base = ["run", "--model", "m", "--bench", "x.json", "--output-dir", str(tmp_path)]
+    proc = _cli(*base, "--backend", "openai", "--tensor-parallel", "4", check=False)
+    assert proc.returncode == 2 and "--tensor-parallel is not an option of --backend openai" in proc.stderr
+    assert "--backend openai takes --api-base, --api-key" in proc.stderr
+    proc = _cli(*base, "--backend", "hf", "--api-base=http://x/v1", check=False)
+    assert proc.returncode == 2 and "--api-base is not an option of --backend hf" in proc.stderr
+    proc = _cli(
+        "suite",
+        "--model",
+        "m",
+        "--output-dir",
+        str(tmp_path),
+        "--backend",
+        "vllm",
+        "--concurrency",
+        "3",
+        check=False,
+    )
+    assert proc.returncode == 2 and "--concurrency is not an option of --backend vllm" in proc.stderr

@@ -110,7 +110,7 @@ def openai_cmd(model, bench, out, base, *extra):
         str(bench),
         "--output-dir",
         str(out),
-        *COMMON,
+        *COMMON[2:],  # not --dtype: the server's engine has its own (`--backend openai` refuses it)
         *extra,
     ]
 

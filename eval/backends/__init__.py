@@ -10,6 +10,40 @@ from dataclasses import dataclass
 
 BACKENDS = ("vllm", "hf", "openai")
 
+# The engine and server flags of `eval run` / `eval suite`, and the backends that read each one:
+# a flag given for a backend that does not read it is refused (check_flags), never silently ignored.
+BACKEND_FLAGS: dict[str, tuple[str, ...]] = {
+    "--dtype": ("vllm", "hf"),
+    "--device": ("vllm", "hf"),
+    "--tensor-parallel": ("vllm",),
+    "--data-parallel": ("vllm", "hf"),
+    "--kv-cache-gb": ("vllm",),
+    "--gpu-memory-utilization": ("vllm",),
+    "--enforce-eager": ("vllm",),
+    "--no-enforce-eager": ("vllm",),
+    "--max-model-len": ("vllm",),
+    "--seed": ("vllm",),
+    "--attn-implementation": ("hf",),
+    "--api-base": ("openai",),
+    "--api-key": ("openai",),
+    "--concurrency": ("openai",),
+    "--request-timeout": ("openai",),
+    "--processor": ("openai",),
+}
+
+
+def check_flags(backend: str, argv: list[str]) -> None:
+    """ValueError naming the first engine/server flag in argv that `backend` does not read."""
+    for arg in argv:
+        flag = arg.split("=", 1)[0]
+        readers = BACKEND_FLAGS.get(flag)
+        if readers is not None and backend not in readers:
+            takes = sorted(f for f, who in BACKEND_FLAGS.items() if backend in who)
+            raise ValueError(
+                f"{flag} is not an option of --backend {backend} (it is read by {', '.join(readers)}); "
+                f"--backend {backend} takes {', '.join(takes)}"
+            )
+
 
 @dataclass
 class Generation:
