@@ -355,3 +355,20 @@ def test_a_backend_refuses_flags_it_does_not_read(tmp_path):
         check=False,
     )
     assert proc.returncode == 2 and "--concurrency is not an option of --backend vllm" in proc.stderr
+
+
+def test_the_backend_table_builds_by_name_and_says_what_is_missing():
+    """One entry per backend; the vLLM one outside .venv-eval names the environment to use."""
+    import importlib.util
+
+    from eval.backends import BACKEND_CLASSES, BACKEND_FLAGS, BackendUnavailable, make_backend
+
+    assert set(BACKEND_CLASSES) == {"vllm", "hf", "openai"}
+    assert all(set(who) <= set(BACKEND_CLASSES) for who in BACKEND_FLAGS.values())
+    with pytest.raises(ValueError, match="unknown backend 'tgi'"):
+        make_backend("tgi", "m", {})
+    if importlib.util.find_spec("vllm") is None:  # the training environment, where the suite runs
+        with pytest.raises(BackendUnavailable, match=r"vllm backend cannot be used here.*\.venv-eval"):
+            make_backend("vllm", "m", {})
+    served = make_backend("openai", "served", {"api_base": "http://127.0.0.1:9/v1", "concurrency": 2})
+    assert served.bases == ["http://127.0.0.1:9/v1"] and served.concurrency == 2

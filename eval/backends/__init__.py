@@ -6,9 +6,17 @@ the vLLM backend must not drag transformers' model classes into a scoring run.
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass
 
-BACKENDS = ("vllm", "hf", "openai")
+# The backend table: name -> "module:class". A backend is one module plus one entry here (and its own
+# flags, if any, in BACKEND_FLAGS); the class takes (model, **engine options) and has generate/close.
+BACKEND_CLASSES: dict[str, str] = {
+    "vllm": "eval.backends.vllm_backend:VLLMBackend",
+    "hf": "eval.backends.hf_backend:HFBackend",
+    "openai": "eval.backends.openai_backend:OpenAIBackend",
+}
+BACKENDS = tuple(BACKEND_CLASSES)
 
 # The engine and server flags of `eval run` / `eval suite`, and the backends that read each one:
 # a flag given for a backend that does not read it is refused (check_flags), never silently ignored.
@@ -74,21 +82,12 @@ class BackendUnavailable(ValueError):
 
 
 def make_backend(name: str, model: str, options: dict):
-    """Build the named backend; options are the CLI's engine settings."""
-    try:
-        if name == "vllm":
-            from eval.backends.vllm_backend import VLLMBackend
-
-            return VLLMBackend(model, **options)
-        if name == "hf":
-            from eval.backends.hf_backend import HFBackend
-
-            return HFBackend(model, **options)
-        if name == "openai":
-            from eval.backends.openai_backend import OpenAIBackend
-
-            return OpenAIBackend(model, **options)
+    """Build the named backend (imported only now); options are the CLI's engine settings."""
+    if name not in BACKEND_CLASSES:
+        raise ValueError(f"unknown backend {name!r}; choose from {BACKENDS}")
+    module, cls = BACKEND_CLASSES[name].split(":")
+    try:  # the backends import their libraries when built, so the constructor is inside too
+        return getattr(importlib.import_module(module), cls)(model, **options)
     except ImportError as exc:
         hint = " (run it with .venv-eval/bin/python)" if name == "vllm" else ""
         raise BackendUnavailable(f"the {name} backend cannot be used here: {exc}{hint}") from exc
-    raise ValueError(f"unknown backend {name!r}; choose from {BACKENDS}")
