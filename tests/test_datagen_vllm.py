@@ -54,3 +54,40 @@ def test_freeform_through_vllm_rejects_garbage_and_reruns_from_cache(server, tin
     assert {k: again[k]["requests"] for k in again} == {"caption": 0, "refine": 0, "qa": 0}
     assert {k: again[k]["cache_hits"] for k in again} == {"caption": 8, "refine": 8, "qa": 2}
     assert {k: again[k]["rejects"] for k in again} == {k: steps[k]["rejects"] for k in steps}
+
+
+def test_trajectories_through_vllm_reject_garbage_and_rerun_from_cache(server, tiny_model, tmp_path):  # noqa: F811
+    """MIRG-RL's trajectory pipeline against the same real server: every CoT of a random model is
+    rejected with a reason of the table, nothing is written, and a rerun asks nothing new."""
+    from converters.trajectories import PROMPT_SUFFIX
+    from datagen.trajectories import REASONS as TRAJ_REASONS
+
+    det = make_detections(tmp_path / "det", n=4)
+    imgs = [str(det.parent / "images" / f"{i:03d}.png") for i in range(4)]
+    human = "<image>\n<image>\nFind the dog in the second image." + PROMPT_SUFFIX
+    recs = [
+        {"id": f"r{k}", "images": imgs[k : k + 2], "task": "reasoning", "image_index": 2, "box": [100, 200, 300, 400],
+         "num_images": 2, "conversations": [{"from": "human", "value": human}, {"from": "gpt", "value": "x"}]}
+        for k in range(3)
+    ]  # fmt: skip
+    rl = tmp_path / "mg_rl.json"
+    rl.write_text(json.dumps(recs))
+    out = tmp_path / "traj"
+    args = ["trajectories", "--input", str(rl), "--api-base", server, "--output", str(out), "--quiet"]
+    args += ["--max-tokens", "24", "--retries", "1"]
+    for flag in ("--cot-model", "--mapping-model", "--reassembly-model"):
+        args += [flag, str(tiny_model)]
+    first = run_datagen(args)
+    assert first.returncode in (0, 1), first.stderr[-3000:]
+    steps = json.loads((out / "datagen_traj.report.json").read_text())["steps"]
+    assert steps["cot"]["requests"] == 3 and steps["cot"]["prompt_tokens"] > 0
+    rejects = [json.loads(x) for x in (out / "datagen_traj.rejects.jsonl").read_text().splitlines() if x]
+    assert rejects and {r["reason"] for r in rejects} <= set(TRAJ_REASONS) | set(REASONS)  # + the parsers'
+    assert {r["step"] for r in rejects} == {"cot"}  # nothing gets past a garbage chain of thought
+    if first.returncode == 1:
+        assert "no record gave a trajectory" in first.stderr
+    second = run_datagen([*args, "--force"])
+    assert second.returncode == first.returncode, second.stderr[-3000:]
+    again = json.loads((out / "datagen_traj.report.json").read_text())["steps"]
+    assert all(again[k]["requests"] == 0 for k in ("cot", "mapping", "reassembly"))
+    assert again["cot"]["cache_hits"] == 3
