@@ -107,8 +107,16 @@ def atomic_file(path: str | os.PathLike, mode: str = "w", encoding: str | None =
     path.parent.mkdir(parents=True, exist_ok=True)
     if "b" in mode:
         encoding = None
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    # SIGTERM/SIGHUP/SIGINT wait while the temporary file is made and the cleanup below takes charge of
+    # it; one that came meanwhile is raised at the unblock, inside the `try`, so the file goes with it.
+    held = _hold_signals()
     try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except BaseException:
+        _release_signals(held)
+        raise
+    try:
+        _release_signals(held)
         with open(fd, mode, encoding=encoding) as handle:
             os.fchmod(fd, 0o666 & ~_current_umask())  # mkstemp makes it 0600; this is an ordinary file
             yield handle
@@ -119,6 +127,22 @@ def atomic_file(path: str | os.PathLike, mode: str = "w", encoding: str | None =
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+_HELD = {signal.SIGTERM, signal.SIGHUP, signal.SIGINT}
+
+
+def _hold_signals():
+    """Block the stopping signals in this thread (None where signal masks do not exist)."""
+    try:
+        return signal.pthread_sigmask(signal.SIG_BLOCK, _HELD)
+    except (AttributeError, OSError, ValueError):
+        return None
+
+
+def _release_signals(held) -> None:
+    if held is not None:
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:

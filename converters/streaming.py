@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import sys
 from array import array
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -251,8 +252,12 @@ class RecordWriter:
     def __enter__(self) -> RecordWriter:
         self._ctx = atomic_file(self.path, "w")
         self._handle = self._ctx.__enter__()
-        if self.array:
-            self._handle.write("[")
+        try:
+            if self.array:
+                self._handle.write("[")
+        except BaseException:  # a signal here, before `with` has our __exit__: remove the temporary file
+            self._ctx.__exit__(*sys.exc_info())
+            raise
         return self
 
     def write(self, record: Any) -> None:
