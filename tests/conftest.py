@@ -54,3 +54,16 @@ def run_in(python: str, args: list[str], timeout: float = 900, env: dict | None 
             f"\n--- stderr ---\n{proc.stderr[-6000:]}"
         )
     return proc
+
+
+def default_signals() -> None:
+    """Popen preexec_fn: SIGINT/SIGHUP/SIGTERM at their defaults in the child.
+
+    Why: a runner started in the background (`cmd &`, `nohup`) hands its children SIGINT and SIGHUP
+    ignored, and an ignored signal stays ignored across exec (Python then installs no Ctrl-C handler).
+    The signal tests send those signals on purpose, so they must not depend on how pytest was launched.
+    """
+    import signal
+
+    for signum in (signal.SIGINT, signal.SIGHUP, signal.SIGTERM):
+        signal.signal(signum, signal.SIG_DFL)

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from atomicio import Interrupted, SamePathError, atomic_file, atomic_write_text, ensure_distinct_paths
+from tests.conftest import default_signals
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -100,7 +101,12 @@ def test_a_signal_during_a_conversion_leaves_no_temporary_file(tmp_path, signum)
     ]
     cmd += ["--output", str(out_dir / "o.json"), "--report", str(out_dir / "r.json")]
     proc = subprocess.Popen(
-        cmd, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, stderr=subprocess.PIPE, text=True
+        cmd,
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=default_signals,
     )
     deadline = time.monotonic() + 60
     while not any(p.name.endswith(".tmp") for p in out_dir.iterdir()):

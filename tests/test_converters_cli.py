@@ -19,6 +19,7 @@ import pytest
 
 from cli import EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_PARTIAL, EXIT_USAGE
 from converters.__main__ import main
+from tests.conftest import default_signals
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURE_ROOT = REPO / "tests" / "fixtures" / "converters" / "data_root"
@@ -123,6 +124,7 @@ def test_ctrl_c_exits_130_and_leaves_no_temporary_file(tmp_path):
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=default_signals,
     )
     deadline = time.time() + 60
     while not any(p.name.endswith(".tmp") for p in out.iterdir()) and time.time() < deadline:

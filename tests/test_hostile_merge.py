@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file, save_file
 
-from tests.conftest import REPO
+from tests.conftest import REPO, default_signals
 from tests.test_merge_tool import cli
 
 ARCH = {"architectures": ["TinyForCausalLM"], "model_type": "tiny"}
@@ -180,7 +180,12 @@ def test_signal_during_a_merge_leaves_no_temporary_folder(tmp_path, signum):
         "1",
     ]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "merge_tool", *args], cwd=REPO, env=env, stderr=subprocess.PIPE, text=True
+        [sys.executable, "-m", "merge_tool", *args],
+        cwd=REPO,
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=default_signals,
     )
     deadline, seen = time.monotonic() + 120, None
     while time.monotonic() < deadline and proc.poll() is None and seen is None:
