@@ -17,6 +17,7 @@ from pathlib import Path
 from atomicio import atomic_write_text
 from eval.benchmarks import get_benchmark
 from eval.benchmarks.refcoco import TABLE8
+from eval.report import _fmt, _row  # the report's own cell and row format
 
 log = logging.getLogger(__name__)
 
@@ -70,8 +71,8 @@ def _source_problem(name: str, source) -> str | None:
     path = Path(source)
     if bench.data_kind == "file":
         return None if path.is_file() else f"no data: {path} does not exist"
-    folder = {"refcoco": "refcoco", "refcoco+": "refcoco+", "refcocog": "refcocog"}[name]
-    return None if (path / folder).is_dir() else f"no data: {path / folder} does not exist"
+    # the refer layout's folder is the benchmark's name (eval/benchmarks/refcoco.py)
+    return None if (path / name).is_dir() else f"no data: {path / name} does not exist"
 
 
 def run_suite(base, parts: tuple[str, ...], sources: dict[str, str | None]) -> dict:
@@ -141,14 +142,6 @@ def _multi_image(base, sources: dict, skipped: dict) -> dict:
     opts = dict(base.engine, max_new_tokens=max(base.max_new_tokens, 1024))
     summary = run_lmms(base.model, Path(base.output_dir) / "lmms", data, lmms_model, opts, base.limit)
     return {name: {"lmms": entry} for name, entry in summary.items()}
-
-
-def _fmt(v) -> str:
-    return "–" if v is None else f"{v:.2f}"
-
-
-def _row(cells) -> str:
-    return "| " + " | ".join(str(c) for c in cells) + " |"
 
 
 def table8_row(results: dict) -> tuple[list, float | None]:
