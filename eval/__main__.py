@@ -34,7 +34,8 @@ def _add_run(sub) -> None:
     p.add_argument(
         "--data-root",
         type=Path,
-        help="refcoco, refcoco+, refcocog: ROOT/<name>/refs(unc|umd).p, instances.json, ROOT/coco/train2014/",
+        help="refcoco, refcoco+, refcocog: ROOT/<name>/refs(unc|umd).p, instances.json, ROOT/coco/train2014/; "
+        "mibench: the release's JSON files and unpacked images; mmiu: all.json and the task folders",
     )
     p.add_argument("--split", nargs="+", help="RefCOCO splits (default: all standard ones); same as --tasks")
     p.add_argument(
@@ -57,7 +58,9 @@ def _add_run(sub) -> None:
 def _add_suite(sub) -> None:
     from eval.suite import SUITES
 
-    s = sub.add_parser("suite", help="run the paper's tables (MIG-Bench, RefCOCO/+/g) and write suite.md")
+    s = sub.add_parser(
+        "suite", help="run the paper's tables (MIG-Bench, RefCOCO/+/g, multi-image) and write suite.md"
+    )
     s.add_argument("--suite", help=f"parts, comma-separated (default: all of {', '.join(SUITES)})")
     s.add_argument("--mig-bench", type=Path, help="MIG_data.json (parts without data are skipped)")
     s.add_argument(
@@ -66,6 +69,8 @@ def _add_suite(sub) -> None:
     s.add_argument(
         "--coco-images", type=Path, help="COCO train2014 folder (default: REFCOCO_ROOT/coco/train2014)"
     )
+    s.add_argument("--mibench", type=Path, help="MIBench root (`eval run --benchmark mibench --data-root`)")
+    s.add_argument("--mmiu", type=Path, help="MMIU root (`eval run --benchmark mmiu --data-root`)")
     for name, title in (("muirbench", "MuirBench"), ("blink", "BLINK"), ("mantis", "Mantis-Eval")):
         s.add_argument(
             f"--{name}", type=Path, help=f"{title}: a local snapshot folder or parquet file (lmms-eval)"
@@ -266,7 +271,12 @@ def _suite(args, argv) -> int:
         raise _Usage("--coco-images needs --refcoco-root")
     parts = parse_suite(args.suite)
     cfg = _config(args, bench="", image_root=str(args.coco_images) if args.coco_images else None)
-    sources = {"mig-bench": args.mig_bench, "refcoco": args.refcoco_root}
+    sources = {
+        "mig-bench": args.mig_bench,
+        "refcoco": args.refcoco_root,
+        "mibench": args.mibench,
+        "mmiu": args.mmiu,
+    }
     sources |= {"muirbench": args.muirbench, "blink": args.blink, "mantis": args.mantis}
     summary = run_suite(cfg, parts, {k: str(v) if v else None for k, v in sources.items()})
     for name, metrics in summary["results"].items():
@@ -336,9 +346,25 @@ def _print_summary(metrics: dict, out_dir) -> None:
     from eval.benchmarks import get_benchmark
 
     bench = get_benchmark(metrics.get("benchmark"))
+    a = metrics["average"]
+    if bench.is_choice:
+        shown = (
+            ""
+            if bench.open_tasks
+            else " | ".join(
+                f"{bench.by_name[t].short} {m['accuracy']:.2f}" for t, m in metrics["tasks"].items()
+            )
+        )
+        print(
+            f"{bench.title} accuracy: {shown + ' | ' if shown else ''}AVE {a['accuracy']:.2f} "
+            f"(mean over {len(metrics['tasks'])} task(s); all questions {a['micro']:.2f}, n={a['n']})"
+        )
+        print(f"reports in {out_dir}: metrics.json, results.md, metrics.csv")
+        return
     cells = [f"{bench.by_name[t].short} {m['acc@0.5']:.2f}" for t, m in metrics["tasks"].items()]
-    ave = metrics["average"]["acc@0.5"]
-    print(f"{bench.title} Acc@0.5: {' | '.join(cells)} | AVE {ave:.2f} ({len(metrics['tasks'])} task(s))")
+    print(
+        f"{bench.title} Acc@0.5: {' | '.join(cells)} | AVE {a['acc@0.5']:.2f} ({len(metrics['tasks'])} task(s))"
+    )
     print(f"reports in {out_dir}: metrics.json, results.md, metrics.csv, radar.png")
 
 
@@ -458,7 +484,8 @@ def main(argv: list[str] | None = None) -> int:
             for name in BENCHMARKS:
                 b = get_benchmark(name)
                 data = "--bench FILE" if b.data_kind == "file" else "--data-root DIR"
-                print(f"{name:10} {b.title:10} {data:16} tasks: {', '.join(b.task_names)}")
+                tasks = f"the data's own ({len(b.tasks)} known)" if b.open_tasks else ", ".join(b.task_names)
+                print(f"{name:10} {b.title:10} {data:16} tasks: {tasks}")
             return EXIT_OK
         if args.command == "compare":
             from atomicio import atomic_write_text, refuse_existing

@@ -49,6 +49,8 @@ class Instance:
     answer: list[float]  # 0-1, relative to the target image
     additional_info: str = ""
     need_format: bool = True
+    options: list[str] = field(default_factory=list)  # a choice benchmark's options, in order
+    correct: int | None = None  # and the 0-based right one (`answer` is then empty)
 
 
 @dataclass
@@ -102,6 +104,18 @@ class Benchmark:
     default_suffix: str = "script"  # eval.prompts.FORMAT_SUFFIXES name
     data_kind: str = "file"  # "file" (--bench FILE) or "root" (--data-root DIR)
     notes: tuple[str, ...] = ()  # protocol statements for results.md
+    kind: str = "grounding"  # or "choice": options and accuracy (eval/choice.py), no boxes
+    letters: bool = False  # choice: the options are lettered, so a lone letter answers
+    open_tasks: bool = False  # choice: tasks outside `tasks` are the data's own and kept (MMIU)
+
+    @property
+    def is_choice(self) -> bool:
+        return self.kind == "choice"
+
+    @property
+    def headline(self) -> str:
+        """The metric a table of this benchmark shows: Acc@0.5 for boxes, accuracy for choices."""
+        return "accuracy" if self.is_choice else "acc@0.5"
 
     @property
     def task_names(self) -> tuple[str, ...]:
@@ -112,7 +126,7 @@ class Benchmark:
         return {t.name: t for t in self.tasks}
 
     def check_tasks(self, names) -> None:
-        bad = sorted(set(names or ()) - set(self.task_names))
+        bad = [] if self.open_tasks else sorted(set(names or ()) - set(self.task_names))
         if bad:
             raise BenchError(f"unknown task(s) {bad}; {self.title} tasks are {', '.join(self.task_names)}")
 
@@ -122,9 +136,22 @@ class Benchmark:
     def aggregate(self, records: Iterable[dict]) -> dict:
         """metrics.json: per task (column order, present tasks only), per group, and the average.
 
-        Each record needs `task` and `iou` (a skipped instance counts with IoU 0). Groups and the
-        average are unweighted means over the tasks present.
+        Each record needs `task` and `iou` (a skipped instance counts with IoU 0); a choice benchmark's
+        records need `hit` and `picked` instead (eval/choice.py). Groups and the average are unweighted
+        means over the tasks present.
         """
+        if self.is_choice:
+            from eval.choice import accuracy
+
+            metrics = accuracy(records, self.task_names, self.open_tasks)
+            tasks = metrics["tasks"]
+            metrics["groups"] = {}
+            for g in self.groups:
+                accs = [tasks[t.name]["accuracy"] for t in self.tasks if t.group == g and t.name in tasks]
+                if accs:
+                    n = sum(tasks[t.name]["n"] for t in self.tasks if t.group == g and t.name in tasks)
+                    metrics["groups"][g] = {"n": n, "accuracy": round(sum(accs) / len(accs), 4)}
+            return {"tasks": tasks, "groups": metrics["groups"], "average": metrics["average"]}
         by_task: dict[str, list[float]] = {}
         for rec in records:
             by_task.setdefault(rec["task"], []).append(float(rec.get("iou") or 0.0))

@@ -35,6 +35,8 @@ def _benchmark_of(metrics: dict) -> Benchmark:
 
 def metrics_csv(metrics: dict, bench: Benchmark | None = None) -> str:
     bench = bench or _benchmark_of(metrics)
+    if bench.is_choice:
+        return choice_csv(metrics)
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(["scope", "name", "short", *METRIC_KEYS])
@@ -48,6 +50,8 @@ def metrics_csv(metrics: dict, bench: Benchmark | None = None) -> str:
 
 def results_markdown(metrics: dict, context: dict, bench: Benchmark | None = None) -> str:
     bench = bench or _benchmark_of(metrics)
+    if bench.is_choice:
+        return choice_markdown(metrics, context, bench)
     present = [t for t in bench.tasks if t.name in metrics["tasks"]]
     header = ["Model", *[t.short for t in bench.tasks], "AVE"]
     lines = [f"# {bench.title} results: {context.get('model', 'model')}", ""]
@@ -136,6 +140,67 @@ def results_markdown(metrics: dict, context: dict, bench: Benchmark | None = Non
     return "\n".join(lines) + "\n"
 
 
+CHOICE_KEYS = ("n", "accuracy", "unanswered")
+
+
+def choice_csv(metrics: dict) -> str:
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["scope", "name", *CHOICE_KEYS])
+    for scope, items in (("task", metrics["tasks"]), ("group", metrics["groups"])):
+        for name, m in items.items():
+            writer.writerow([scope, name, *[m.get(k) for k in CHOICE_KEYS]])
+    a = metrics["average"]
+    writer.writerow(["average", "average", *[a.get(k) for k in CHOICE_KEYS]])
+    writer.writerow(["average", "micro", a["n"], a.get("micro"), a.get("unanswered")])
+    return buf.getvalue()
+
+
+def choice_markdown(metrics: dict, context: dict, bench: Benchmark) -> str:
+    """results.md of a multiple-choice benchmark: accuracy per task, the average, the paper's rows."""
+    a = metrics["average"]
+    lines = [f"# {bench.title} results: {context.get('model', 'model')}", ""]
+    if context.get("backend"):
+        lines.append(f"- Backend: `{context['backend']}`")
+    lines += [f"- {note}" for note in bench.notes]
+    lines.append(
+        f"- Questions scored: {a['n']} (skipped and scored as misses: {len(context.get('skipped', []))}; "
+        f"answers naming no option: {a.get('unanswered', 0)})"
+    )
+    if context.get("incomplete"):
+        lines.append(
+            f"- **Incomplete**: {context['incomplete']} instance(s) not generated yet; "
+            "rerun the same command to finish them"
+        )
+    header = ["Model", "accuracy % (mean over tasks)", "accuracy % (all questions)", "tasks"]
+    lines += ["", f"## Accuracy beside {bench.reference_table or 'the paper'}", "", _row(header)]
+    lines.append(_row(["---"] * len(header)))
+    ours = [_fmt(a.get("accuracy")), _fmt(a.get("micro")), len(metrics["tasks"])]
+    lines.append(_row([f"**{context.get('model', 'this run')}** (this run)", *ours]))
+    for ref in bench.references:
+        lines.append(_row([f"{ref.name} (paper, {ref.section})", _fmt(ref.values.get("AVE")), "", ""]))
+    lines += ["", "## Per task", "", _row(["Task", "n", "accuracy %", "unanswered"]), _row(["---"] * 4)]
+    shorts = {t.name: t.short for t in bench.tasks}
+    for name, m in metrics["tasks"].items():
+        label = name if shorts.get(name, name) == name else f"{shorts[name]} ({name})"
+        lines.append(_row([label, m["n"], _fmt(m["accuracy"]), m.get("unanswered", 0)]))
+    for g, m in metrics["groups"].items():
+        lines.append(_row([f"group: {g}", m["n"], _fmt(m["accuracy"]), ""]))
+    skipped = context.get("skipped", [])
+    if skipped:
+        lines += ["", f"## Skipped instances ({len(skipped)}, each scored as a miss)", ""]
+        lines += [
+            f"- instance {x['index']} ({x.get('task') or 'unknown task'}): {x['reason']}"
+            for x in skipped[:100]
+        ]
+        if len(skipped) > 100:
+            lines.append(f"- ... {len(skipped) - 100} more in scoring.json")
+    notes = context.get("notes", [])
+    if notes:
+        lines += ["", "## Notes", ""] + [f"- {n}" for n in notes[:100]]
+    return "\n".join(lines) + "\n"
+
+
 def answers_section(metrics: dict, answer_format: str, bench: Benchmark | None = None) -> list[str]:
     """results.md lines for the answer diagnostics (well-formed share, image-index accuracy), if any."""
     bench = bench or _benchmark_of(metrics)
@@ -199,7 +264,7 @@ def write_reports(out_dir, metrics: dict, context: dict, bench: Benchmark | None
     atomic_write_text(out / "metrics.csv", metrics_csv(metrics, bench))
     atomic_write_text(out / "results.md", results_markdown(metrics, context, bench))
     atomic_write_text(out / "scoring.json", json.dumps(context, indent=2, default=str) + "\n")
-    if metrics["tasks"]:
+    if metrics["tasks"] and not bench.is_choice:
         radar_png(out / "radar.png", metrics, str(context.get("model", "this run")), bench)
 
 
@@ -234,14 +299,18 @@ def compare(run_dirs, metric: str = "acc@0.5") -> str:
     blocks = []
     for name, runs in by_bench.items():
         bench = get_benchmark(name)
-        header = ["Run", *[t.short for t in bench.tasks], "AVE", "tasks"]
-        lines = [f"{bench.title} {metric} (%)", "", _row(header), _row(["---"] * len(header))]
+        # a choice benchmark has one metric, accuracy; a benchmark whose tasks are the data's (MMIU's
+        # 52+) is shown by its average alone
+        key = "accuracy" if bench.is_choice else metric
+        columns = () if bench.open_tasks else bench.tasks
+        header = ["Run", *[t.short for t in columns], "AVE", "tasks"]
+        lines = [f"{bench.title} {key} (%)", "", _row(header), _row(["---"] * len(header))]
         for run_name, m in runs:
             try:
-                cells = [m["tasks"].get(t.name, {}).get(metric) for t in bench.tasks]
-                ave = m["average"][metric]
+                cells = [m["tasks"].get(t.name, {}).get(key) for t in columns]
+                ave = m["average"][key]
             except (KeyError, AttributeError, TypeError) as exc:
-                raise ValueError(f"{run_name}/metrics.json lacks {metric}: {exc}") from exc
+                raise ValueError(f"{run_name}/metrics.json lacks {key}: {exc}") from exc
             lines.append(_row([run_name, *map(_fmt, cells), _fmt(ave), len(m["tasks"])]))
         blocks.append("\n".join(lines) + "\n")
     return "\n".join(blocks)

@@ -22,8 +22,8 @@ from pathlib import Path
 
 import families
 from eval import answers as answer_formats  # not `answers`: score_records has a local of that name
+from eval import choice, scoring
 from eval import prompts as P
-from eval import scoring
 from eval.benchmark import Bench, Benchmark, Instance
 from eval.benchmarks import DEFAULT_BENCHMARK, get_benchmark
 from eval.predictions import COT_STEP1, OWN_FILES, PREDICTIONS, RunStore, read_jsonl
@@ -101,7 +101,10 @@ def family_defaults(cfg: RunConfig, family: families.Family) -> RunConfig:
     its format suffix (JSON families: their native request), answer format and coordinate convention."""
     from dataclasses import replace
 
-    suffix = cfg.format_suffix or P.family_suffix(family)
+    # A choice benchmark's prompt is its own protocol: no grounding request is appended to it.
+    suffix = cfg.format_suffix or (
+        None if get_benchmark(cfg.benchmark).is_choice else P.family_suffix(family)
+    )
     answer = cfg.answer_format or ("json" if family.answer_form == families.JSON_BBOX else "official")
     coords = cfg.coords or family.box_convention
     return replace(cfg, family=family.name, format_suffix=suffix, answer_format=answer, coords=coords)
@@ -189,10 +192,16 @@ def skip_record(index: int, task: str | None, images, reason: str) -> dict:
 
 
 def score_records(
-    records: list[dict], coords: str, rescale: str, answer_format: str = "official"
+    records: list[dict],
+    coords: str,
+    rescale: str,
+    answer_format: str = "official",
+    benchmark: Benchmark | None = None,
 ) -> tuple[list[dict], list[str]]:
     """Re-score every record from its raw response; returns the scored records and notes."""
     notes: list[str] = []
+    if benchmark is not None and benchmark.is_choice:
+        return [_score_choice(r, benchmark) for r in records], notes
     answers = [r["answer"] for r in records if not r.get("skipped") and isinstance(r.get("answer"), list)]
     thousand = any(isinstance(v, (int, float)) and v > 1 for a in answers for v in a)
     if thousand:
@@ -226,6 +235,16 @@ def score_records(
     return out, notes
 
 
+def _score_choice(rec: dict, benchmark: Benchmark) -> dict:
+    """A choice record re-read from its response (a skip: unanswered, a miss)."""
+    rec = dict(rec)
+    if rec.get("skipped"):
+        rec.update(picked=None, hit=False)
+    else:
+        rec.update(choice.score(rec.get("response"), rec["options"], rec["correct"], benchmark.letters))
+    return rec
+
+
 def _finite(v) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
@@ -255,13 +274,24 @@ def _one_line_per_instance(lines: list[tuple[int, dict]], notes: list[str]) -> l
     return [rec for _, rec in by_index.values()]
 
 
-def _validate_prediction(lineno: int, rec: dict, names: tuple[str, ...] | None = None) -> str | None:
+def _validate_prediction(
+    lineno: int, rec: dict, names: tuple[str, ...] | None = None, benchmark: Benchmark | None = None
+) -> str | None:
     """Why one predictions line cannot be scored (None: fine); names: the benchmark's tasks (MIG-Bench's)."""
     names = names if names is not None else get_benchmark().task_names
+    task = rec.get("task")
+    known = task in names or (benchmark is not None and benchmark.open_tasks and isinstance(task, str))
     if rec.get("skipped"):
-        return None if rec.get("task") in names or rec.get("task") is None else f"line {lineno}: unknown task"
-    if rec.get("task") not in names:
-        return f"line {lineno}: unknown task {rec.get('task')!r}"
+        return None if known or task is None else f"line {lineno}: unknown task"
+    if not known:
+        return f"line {lineno}: unknown task {task!r}"
+    if benchmark is not None and benchmark.is_choice:
+        from eval.benchmarks.choice_data import check_choice
+
+        why = check_choice(rec.get("options"), rec.get("correct"))
+        if why or not isinstance(rec.get("response", ""), str):
+            return f"line {lineno}: {why or '`response` must be a string'}"
+        return None
     ans = rec.get("answer")
     if not (isinstance(ans, list) and len(ans) == 4 and all(_finite(v) for v in ans)):
         return f"line {lineno}: `answer` must be 4 numbers (finite), got {ans!r:.120}"
@@ -282,12 +312,18 @@ def report(
     """Score records and write all report files; returns metrics (plus per-task answer statistics)."""
     benchmark = benchmark or get_benchmark()
     names = benchmark.task_names
-    scored, notes = score_records(records, coords, rescale, answer_format)
+    scored, notes = score_records(records, coords, rescale, answer_format, benchmark)
     skipped = [
         {"index": r.get("index"), "task": r.get("task"), "reason": r["skipped"]}
         for r in scored
         if r.get("skipped")
     ]
+    if benchmark.is_choice:  # no boxes: no coords, rescale or answer statistics
+        mine = [r for r in scored if r.get("task") in names or (benchmark.open_tasks and r.get("task"))]
+        metrics = benchmark.aggregate(mine)
+        context = dict(context, skipped=skipped, notes=list(context.get("notes", [])) + notes)
+        write_reports(out_dir, metrics, context, benchmark)
+        return dict(metrics, benchmark=benchmark.name)
     metrics = benchmark.aggregate(r for r in scored if r.get("task") in names)
     stats, stat_notes = answer_formats.answer_stats(
         (r for r in scored if r.get("task") in names), answer_format
@@ -393,7 +429,7 @@ def score_file(
     if recorded is not None and recorded != answer_format:
         notes.append(f"scored with --answer-format {answer_format}; the run recorded {recorded}")
     for lineno, rec in raw:
-        bad = _validate_prediction(lineno, rec, bench_def.task_names)
+        bad = _validate_prediction(lineno, rec, bench_def.task_names, bench_def)
         if bad:
             notes.append(f"ignored {bad}")
         else:
@@ -467,6 +503,21 @@ class Generator:
 
     def _record(self, inst: Instance, prompt, gen, sizes) -> dict:
         originals, viewed = sizes
+        if self.benchmark.is_choice:
+            return {
+                "index": inst.index,
+                "task": inst.task,
+                "images": inst.images,
+                "prompt": prompt.text,
+                "response": gen.text,
+                "options": inst.options,
+                "correct": inst.correct,
+                "n_images": len(inst.images),
+                "image_sizes": originals,
+                "prompt_tokens": gen.prompt_tokens,
+                "output_tokens": gen.output_tokens,
+                **choice.score(gen.text, inst.options, inst.correct, self.benchmark.letters),
+            }
         rec = {
             "index": inst.index,
             "task": inst.task,
@@ -646,8 +697,8 @@ def _spawn_workers(cfg: RunConfig, argv: list[str]) -> list[int]:
 def run(cfg: RunConfig, argv: list[str] | None = None) -> dict | None:
     """Generate what is missing in cfg.output_dir, then write the reports (unless a DP worker)."""
     benchmark = get_benchmark(cfg.benchmark)
-    choice = resolve_family(cfg)
-    cfg = family_defaults(cfg, choice.family)
+    picked_family = resolve_family(cfg)
+    cfg = family_defaults(cfg, picked_family.family)
     if cfg.mode not in MODES:
         raise ValueError(f"unknown mode {cfg.mode!r}; choose from {MODES}")
     if cfg.mode not in benchmark.modes:
@@ -655,6 +706,11 @@ def run(cfg: RunConfig, argv: list[str] | None = None) -> dict | None:
             f"{benchmark.title} defines no {cfg.mode} prompts; its modes: {', '.join(benchmark.modes)}"
         )
     P.suffix_text(suffix_of(cfg))
+    if benchmark.is_choice and suffix_of(cfg) != "none":
+        raise ValueError(
+            f"{benchmark.title} asks its own multiple-choice prompt; --format-suffix {suffix_of(cfg)} "
+            "(a box request) does not apply to it"
+        )
     answer_formats.check_format(cfg.answer_format)
     if cfg.coords not in scoring.COORDS or cfg.rescale not in scoring.RESCALES:
         raise ValueError(
@@ -673,9 +729,9 @@ def run(cfg: RunConfig, argv: list[str] | None = None) -> dict | None:
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "label": cfg.label,
         "family": cfg.family,
-        "family_source": choice.source,
+        "family_source": picked_family.source,
         "coords": cfg.coords,
-        "convention": convention_text(cfg.family, cfg.coords, choice.source),
+        "convention": convention_text(cfg.family, cfg.coords, picked_family.source),
     }
     store = RunStore(cfg.output_dir, protocol, info, force=cfg.force and cfg.dp_rank is None)
 

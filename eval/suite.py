@@ -15,42 +15,28 @@ from dataclasses import replace
 from pathlib import Path
 
 from atomicio import atomic_write_text
-from eval.benchmarks import get_benchmark
+from eval.benchmarks import get_benchmark, table2
 from eval.benchmarks.refcoco import TABLE8
 from eval.report import _fmt, _row  # the report's own cell and row format
 
 log = logging.getLogger(__name__)
 
-# suite part -> the benchmarks it runs
+# suite part -> the benchmarks it runs through `eval run` (the multi-image part also runs MULTI_IMAGE)
 SUITES: dict[str, tuple[str, ...]] = {
     "mig": ("mig-bench",),
     "refcoco": ("refcoco", "refcoco+", "refcocog"),
-    "multi-image": (),  # through lmms-eval (MULTI_IMAGE below), not eval/benchmarks
+    "multi-image": ("mibench", "mmiu"),  # own loaders (in neither lmms-eval nor VLMEvalKit)
 }
 DEFAULT_SUITE = ("mig", "refcoco", "multi-image")
-# Paper Table 2 columns: the ones lmms-eval runs here (eval/lmms/wrappers.py) and the ones not built.
+# Paper Table 2 columns that lmms-eval runs here (eval/lmms/wrappers.py), with its own scorers.
 MULTI_IMAGE = ("muirbench", "blink", "mantis")
-_NOT_BUILT = {
-    "mibench": "MIBench is in neither lmms-eval nor VLMEvalKit; its own loader is not built yet",
-    "mmiu": "MMIU is in neither lmms-eval nor VLMEvalKit; its own loader is not built yet",
+# benchmark -> (the `sources` key of its data, the `eval suite` flag that gives it)
+SOURCES: dict[str, tuple[str, str]] = {
+    "mig-bench": ("mig-bench", "--mig-bench"),
+    **{name: ("refcoco", "--refcoco-root") for name in SUITES["refcoco"]},
+    "mibench": ("mibench", "--mibench"),
+    "mmiu": ("mmiu", "--mmiu"),
 }
-_TABLE2_COLUMNS = ("muirbench", "blink", "mibench", "mantis", "mmiu")
-_TABLE2_TITLES = ("MuirBench", "BLINK val", "MIBench", "Mantis-Eval", "MMIU", "AVE")
-# Migician paper, Table 2 (accuracy, %), columns as _TABLE2_TITLES; None where the paper has no value.
-TABLE2: tuple[tuple[str, tuple], ...] = (
-    ("GPT-4o", (62.31, 60.04, 71.88, 62.67, 55.7, 62.52)),
-    ("Gemini-Pro", (49.35, 45.16, None, None, 53.4, 49.30)),
-    ("LLaVA-1.5", (23.46, 37.13, 26.83, 31.34, 19.20, 27.59)),
-    ("CogVLM", (20.85, 41.54, None, 45.16, 23.57, 32.78)),
-    ("Idefics2-8B", (26.08, None, 46.39, 48.85, 27.80, 37.28)),
-    ("mPLUG-Owl3", (39.67, 50.30, 56.66, 63.10, 21.72, 46.29)),
-    ("InternVL2-8B", (48.70, 50.57, 52.91, 60.37, 42.00, 50.05)),
-    ("Mantis", (44.50, 49.05, 45.09, 57.14, 45.60, 48.28)),
-    ("LLaVA-OV-7B", (41.80, 48.20, 71.29, 64.20, 44.46, 53.99)),
-    ("MiniCPM-V 2.6", (42.65, 51.45, 71.09, 69.12, 50.19, 56.90)),
-    ("Qwen2-VL-7B", (42.04, 52.35, 68.06, 70.97, 54.36, 57.56)),
-    ("Migician", (53.69, 51.53, 71.42, 69.12, 60.32, 61.51)),
-)
 SUITE_FILES = ("suite.json", "suite.md")
 
 
@@ -65,14 +51,14 @@ def parse_suite(text: str | None) -> tuple[str, ...]:
 def _source_problem(name: str, source) -> str | None:
     """Why a benchmark cannot run (no data given, or not where it was said), else None."""
     bench = get_benchmark(name)
-    flag = "--mig-bench" if bench.data_kind == "file" else "--refcoco-root"
     if source is None:
-        return f"no data: give {flag}"
+        return f"no data: give {SOURCES[name][1]}"
     path = Path(source)
     if bench.data_kind == "file":
         return None if path.is_file() else f"no data: {path} does not exist"
-    # the refer layout's folder is the benchmark's name (eval/benchmarks/refcoco.py)
-    return None if (path / name).is_dir() else f"no data: {path / name} does not exist"
+    if name in SUITES["refcoco"]:  # the refer layout's folder is the benchmark's name (refcoco.py)
+        path = path / name
+    return None if path.is_dir() else f"no data: {path} does not exist"
 
 
 def run_suite(base, parts: tuple[str, ...], sources: dict[str, str | None]) -> dict:
@@ -90,7 +76,7 @@ def run_suite(base, parts: tuple[str, ...], sources: dict[str, str | None]) -> d
         if part == "multi-image":
             results.update(_multi_image(base, sources, skipped))
         for name in SUITES[part]:
-            source = sources.get("mig-bench" if name == "mig-bench" else "refcoco")
+            source = sources.get(SOURCES[name][0])
             why = _source_problem(name, source)
             if why:
                 skipped[name] = why
@@ -102,7 +88,7 @@ def run_suite(base, parts: tuple[str, ...], sources: dict[str, str | None]) -> d
                 bench=str(source),
                 output_dir=str(out / name),
                 tasks=None,
-                image_root=None if name == "mig-bench" else base.image_root,  # base's: the COCO images
+                image_root=base.image_root if name in SUITES["refcoco"] else None,  # the COCO images
             )
             log.info("suite: %s -> %s", name, cfg.output_dir)
             try:
@@ -119,13 +105,11 @@ def run_suite(base, parts: tuple[str, ...], sources: dict[str, str | None]) -> d
 
 def _multi_image(base, sources: dict, skipped: dict) -> dict:
     """Table 2's benchmarks that have data, in one lmms-eval run (OUT/lmms/); the others skipped."""
-    for name, why in _NOT_BUILT.items():
-        skipped[name] = why
     data = {}
     for name in MULTI_IMAGE:
         path = sources.get(name)
         if path is None:
-            skipped[name] = f"no data: give --{name} (a local snapshot folder or parquet file)"
+            skipped[name] = f"no data: give --{name} (a local snapshot folder or parquet file, for lmms-eval)"
         elif not Path(path).exists():
             skipped[name] = f"no data: {path} does not exist"
         else:
@@ -188,7 +172,7 @@ def suite_markdown(summary: dict) -> str:
         if ave is None:
             lines.append("")
             lines.append("AVE is given only when all eight splits were run (it is over the eight).")
-    if any(n in results for n in MULTI_IMAGE):
+    if any(n in results for n in (*MULTI_IMAGE, *SUITES["multi-image"])):
         lines += _table2(summary)
     lines += [
         "",
@@ -197,22 +181,34 @@ def suite_markdown(summary: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _table2(summary: dict) -> list[str]:
-    results = summary["results"]
-    header = ["Model", *_TABLE2_TITLES]
-    lines = ["", "## Multi-image understanding, accuracy % (paper Table 2; lmms-eval 0.7.3's scorers)", ""]
-    lines += [_row(header), _row(["---"] * len(header))]
-    ours = []
-    for column in _TABLE2_COLUMNS:
+def table2_row(results: dict) -> tuple[list, float | None]:
+    """Our five Table 2 cells (None where not run) and their AVE (only when all five are there)."""
+    cells = []
+    for column in table2.COLUMNS:
+        if column in SUITES["multi-image"]:  # eval/choice.py's accuracy, already in %
+            cells.append(results.get(column, {}).get("average", {}).get("accuracy"))
+            continue
         value = results.get(column, {}).get("lmms", {}).get("value")
-        ours.append(None if value is None else round(100.0 * value, 4))
-    ave = round(sum(ours) / len(ours), 4) if all(v is not None for v in ours) else None
-    lines.append(_row([f"**{summary['model']}** (this run)", *map(_fmt, ours), _fmt(ave)]))
-    for name, values in TABLE2:
+        cells.append(None if value is None else round(100.0 * value, 4))
+    ave = round(sum(cells) / len(cells), 4) if all(v is not None for v in cells) else None
+    return cells, ave
+
+
+def _table2(summary: dict) -> list[str]:
+    header = ["Model", *table2.TITLES]
+    lines = ["", "## Multi-image understanding, accuracy % (paper Table 2)", ""]
+    lines += [_row(header), _row(["---"] * len(header))]
+    cells, ave = table2_row(summary["results"])
+    lines.append(_row([f"**{summary['model']}** (this run)", *map(_fmt, cells), _fmt(ave)]))
+    for name, values in table2.ROWS:
         lines.append(_row([f"{name} (paper)", *map(_fmt, values)]))
-    lines.append("")
+    lines += ["", "- MuirBench, BLINK and Mantis-Eval: lmms-eval 0.7.3's own tasks and scorers."]
+    lines.append(
+        "- MIBench and MMIU: this project's loaders and eval/choice.py's option matching, the unweighted "
+        "mean over their sub-tasks (each one's results.md states its protocol)."
+    )
     for name in MULTI_IMAGE:
-        entry = results.get(name, {}).get("lmms")
+        entry = summary["results"].get(name, {}).get("lmms")
         if entry and entry.get("note"):
             lines.append(f"- {entry['title']}: {entry['note']}")
     lines.append("- AVE is given only when all five columns were run.")

@@ -229,6 +229,7 @@ def _all(data_root, out, *extra) -> int:
     return main([*argv, "--max-reject-rate", "0.5", "--traj-sft-size", "6", "--rl-size", "4", *extra])
 
 
+@pytest.mark.slow  # an end-to-end run: `make test` runs it, `make test-unit` does not
 def test_all_qwen25_end_to_end_then_format_change_redoes_every_step(tmp_path, capsys):
     root = tmp_path / "root"
     shutil.copytree(FIXTURE_ROOT, root)
@@ -275,6 +276,7 @@ def test_all_qwen25_end_to_end_then_format_change_redoes_every_step(tmp_path, ca
     assert report["box_format"]["family"] == "qwen2-vl"
 
 
+@pytest.mark.slow  # an end-to-end run: `make test` runs it, `make test-unit` does not
 @pytest.mark.parametrize("family", ["qwen2.5-vl", "qwen3-vl"])
 def test_trajectories_command_takes_grid_inputs_and_writes_the_family_form(tmp_path, family):
     out = tmp_path / "out"

@@ -71,7 +71,7 @@ def make_refer_root(root: Path, folder: str = "refcoco", refs_file: str = "refs(
 
 
 def test_the_table_names_each_benchmark_once_and_refuses_unknown_ones():
-    assert list(BENCHMARKS) == ["mig-bench", "refcoco", "refcoco+", "refcocog"]
+    assert list(BENCHMARKS) == ["mig-bench", "refcoco", "refcoco+", "refcocog", "mibench", "mmiu"]
     for name in BENCHMARKS:
         bench = get_benchmark(name)
         assert bench.name == name and bench.tasks

@@ -265,6 +265,7 @@ def cli(*args):
     )
 
 
+@pytest.mark.slow  # an end-to-end run: `make test` runs it, `make test-unit` does not
 def test_think_run_end_to_end(bench, model_server, tmp_path):
     base, requests = model_server
     out = tmp_path / "think"
@@ -345,6 +346,7 @@ def test_think_run_end_to_end(bench, model_server, tmp_path):
     assert (out / "predictions.jsonl").read_bytes() == before
 
 
+@pytest.mark.slow  # an end-to-end run: `make test` runs it, `make test-unit` does not
 def test_official_run_records_no_answer_format(bench, model_server, tmp_path):
     base, _ = model_server
     out = tmp_path / "official"

@@ -19,6 +19,8 @@ BENCHMARKS: dict[str, str] = {
     "refcoco": "eval.benchmarks.refcoco:REFCOCO",
     "refcoco+": "eval.benchmarks.refcoco:REFCOCO_PLUS",
     "refcocog": "eval.benchmarks.refcoco:REFCOCOG",
+    "mibench": "eval.benchmarks.mibench:BENCHMARK",
+    "mmiu": "eval.benchmarks.mmiu:BENCHMARK",
 }
 
 
