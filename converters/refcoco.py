@@ -129,6 +129,33 @@ def to_qwen_box(bbox: list, width: float, height: float) -> tuple[int, int, int,
     return pixel_box_to_grid((x, y, x + w, y + h), width, height)
 
 
+def load_instances(path: str | os.PathLike) -> dict:
+    """instances.json as a COCO object; ValueError naming the file for anything else.
+
+    Why here: the converter and the RefCOCO benchmark (eval/benchmarks/refcoco.py) read one layout.
+    """
+    try:
+        with open(path, encoding="utf-8") as handle:
+            instances = json.load(handle)
+    except OSError as err:
+        raise ValueError(f"cannot read {path}: {err}") from None
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path}: invalid JSON: {err}") from None
+    except (ValueError, RecursionError) as err:  # not UTF-8, too deep, an integer over the digit limit
+        raise ValueError(f"{path}: cannot be read as JSON: {type(err).__name__}: {err}") from None
+    if not isinstance(instances, dict):
+        raise ValueError(
+            f"{path}: holds a JSON {type(instances).__name__}; expected a COCO object "
+            "with `images` and `annotations`"
+        )
+    return instances
+
+
+def images_and_annotations(instances: dict, notes: list[str] | None = None) -> tuple[dict, dict]:
+    """instances.json's `images` and `annotations` by id (ValueError when either is not a list)."""
+    return _by_id(instances, "images", notes), _by_id(instances, "annotations", notes)
+
+
 def _by_id(instances: Any, key: str, notes: list[str] | None) -> dict:
     """instances.json's `images` or `annotations` by id; entries without a usable id are noted, not fatal."""
     items = instances.get(key, [])
@@ -160,8 +187,7 @@ def iter_refcoco(
     """Candidate records of the split; instances.json's structure is checked now (ValueError), records lazily."""
     if not isinstance(instances, dict):
         raise ValueError(f"instances.json holds a JSON {type(instances).__name__}, not an object")
-    images = _by_id(instances, "images", notes)
-    anns = _by_id(instances, "annotations", notes)
+    images, anns = images_and_annotations(instances, notes)
     return _refcoco_records(refs, images, anns, make_resolver(image_dir), name, split)
 
 
@@ -248,18 +274,7 @@ def convert_refcoco(
     **options,
 ) -> ConversionReport:
     refs = load_refs(refs_path)
-    try:
-        with open(instances_path, encoding="utf-8") as handle:
-            instances = json.load(handle)
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{instances_path}: invalid JSON: {err}") from None
-    except (ValueError, RecursionError) as err:  # not UTF-8, too deep, an integer over the digit limit
-        raise ValueError(f"{instances_path}: cannot be read as JSON: {type(err).__name__}: {err}") from None
-    if not isinstance(instances, dict):
-        raise ValueError(
-            f"{instances_path}: holds a JSON {type(instances).__name__}; expected a COCO object "
-            "with `images` and `annotations`"
-        )
+    instances = load_instances(instances_path)
     n_split = sum(1 for r in refs if isinstance(r, dict) and r.get("split") == split)
     notes: list[str] = []
     try:

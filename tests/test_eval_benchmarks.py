@@ -19,7 +19,7 @@ from eval.benchmark import BenchError
 from eval.benchmarks import BENCHMARKS, get_benchmark
 from eval.benchmarks.mig_bench import REFERENCES as TABLE1
 from eval.benchmarks.refcoco import TABLE8
-from tests.conftest import REPO, run_in
+from tests.conftest import REPO, run_in, run_main
 
 SIZES = {1: (640, 480), 2: (500, 375), 3: (333, 500)}
 # (ref_id, split, image_id, ann_id, sentences)
@@ -140,7 +140,7 @@ def test_refcoco_layout_errors_name_the_file(tmp_path):
         get_benchmark("refcoco+").load(tmp_path)
     root = make_refer_root(tmp_path)
     (root / "refcoco" / "instances.json").write_text("[1, 2")
-    with pytest.raises(BenchError, match="instances.json is not valid JSON"):
+    with pytest.raises(BenchError, match="refcoco/instances.json: invalid JSON"):
         get_benchmark("refcoco").load(root)
     (root / "refcoco" / "refs(unc).p").write_bytes(b"cos\nsystem\n(S'echo hi'\ntR.")
     with pytest.raises(BenchError, match="not a readable refs pickle"):
@@ -156,12 +156,7 @@ def test_a_missing_image_is_a_problem_not_a_crash(tmp_path):
 
 
 def _cli(*args, check=True):
-    import subprocess
-    import sys
-
-    proc = subprocess.run(
-        [sys.executable, "-m", "eval", *args], cwd=REPO, capture_output=True, text=True, timeout=300
-    )
+    proc = run_main("eval", args)
     if check:
         assert proc.returncode == 0, proc.stderr
     return proc

@@ -6,13 +6,11 @@ The expected numbers are worked out by hand in the comments next to each line.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+from tests.conftest import run_main
 
 LINES = [
     # diff: exact box on the 0-1000 grid -> IoU 1
@@ -47,9 +45,7 @@ LINES = [
 
 
 def cli(*args, check=True):
-    proc = subprocess.run(
-        [sys.executable, "-m", "eval", *args], cwd=REPO, capture_output=True, text=True, timeout=300
-    )
+    proc = run_main("eval", args)
     if check and proc.returncode != 0:
         raise AssertionError(f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
     return proc

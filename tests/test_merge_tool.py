@@ -7,8 +7,6 @@ reference implementation, not against itself.
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import os
 import re
@@ -24,7 +22,7 @@ from safetensors.torch import load_file, save_file
 
 from atomicio import OutputExistsError
 from merge_tool import MergeError, build_plan, run_merge
-from tests.conftest import REPO
+from tests.conftest import REPO, run_main
 
 ARCH = {"architectures": ["TinyForCausalLM"], "model_type": "tiny", "dtype": "bfloat16"}
 
@@ -114,21 +112,7 @@ def cli(*args: str, **kwargs) -> subprocess.CompletedProcess:
     The process itself (exit status, signals, no torch import) is tested through `python_m`, which
     runs the real `python -m merge_tool`, as do calls that pass subprocess options (`kwargs`).
     """
-    if kwargs:
-        return python_m(*args, **kwargs)
-    from merge_tool.__main__ import main
-
-    out, err = io.StringIO(), io.StringIO()
-    handlers = {signum: signal.getsignal(signum) for signum in (signal.SIGTERM, signal.SIGHUP)}
-    try:
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            code = main(list(args))
-    finally:  # main() installs its SIGTERM / SIGHUP handlers; pytest keeps its own
-        for signum, handler in handlers.items():
-            signal.signal(signum, handler)
-    return subprocess.CompletedProcess(
-        ["python", "-m", "merge_tool", *args], code, out.getvalue(), err.getvalue()
-    )
+    return python_m(*args, **kwargs) if kwargs else run_main("merge_tool", args)
 
 
 def python_m(*args: str, **kwargs) -> subprocess.CompletedProcess:

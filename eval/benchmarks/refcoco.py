@@ -11,11 +11,10 @@ taught (converters/refcoco.py's first), asking for Qwen2-VL's box tokens on the 
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
-from converters.refcoco import PROMPTS, load_refs
+from converters.refcoco import PROMPTS, images_and_annotations, load_instances, load_refs
 from eval.benchmark import (
     Bench,
     BenchError,
@@ -74,23 +73,12 @@ def _references(bench: str) -> tuple[Reference, ...]:
 
 
 def _read_instances(path: Path) -> tuple[dict, dict]:
-    """instances.json's images and annotations by id; BenchError naming the file when unusable."""
+    """instances.json's images and annotations by id, read as the converter reads them; BenchError
+    naming the file when unusable."""
     try:
-        with open(path, encoding="utf-8") as handle:
-            data = json.load(handle)
-    except OSError as err:
-        raise BenchError(f"cannot read {path}: {err}") from None
-    except (ValueError, RecursionError) as err:
-        raise BenchError(f"{path} is not valid JSON: {type(err).__name__}: {err}") from None
-    if not isinstance(data, dict):
-        raise BenchError(f"{path} holds a JSON {type(data).__name__}; expected a COCO object")
-    out = []
-    for key in ("images", "annotations"):
-        items = data.get(key)
-        if not isinstance(items, list):
-            raise BenchError(f"{path}: `{key}` must be a list")
-        out.append({i["id"]: i for i in items if isinstance(i, dict) and isinstance(i.get("id"), (int, str))})
-    return out[0], out[1]
+        return images_and_annotations(load_instances(path))
+    except ValueError as err:  # its message names the file
+        raise BenchError(str(err)) from None
 
 
 def _unit_box(ann: dict, img: dict) -> list[float]:
