@@ -75,11 +75,7 @@ def results_markdown(metrics: dict, context: dict, bench: Benchmark | None = Non
         f"- Instances scored: {metrics['average']['n']} (skipped and scored as misses: "
         f"{len(context.get('skipped', []))})"
     )
-    if context.get("incomplete"):
-        lines.append(
-            f"- **Incomplete**: {context['incomplete']} instance(s) not generated yet; "
-            "rerun the same command to finish them"
-        )
+    lines += _incomplete(context)
     if len(present) < len(bench.tasks):
         missing = [t.short for t in bench.tasks if t.name not in metrics["tasks"]]
         lines.append(
@@ -127,6 +123,22 @@ def results_markdown(metrics: dict, context: dict, bench: Benchmark | None = Non
         _row(["**average (unweighted over tasks)**", m["n"], *[_fmt(m[k]) for k in METRIC_KEYS[1:]]])
     )
     lines += answers_section(metrics, context.get("answer_format", "official"), bench)
+    lines += _skipped_and_notes(context)
+    return "\n".join(lines) + "\n"
+
+
+def _incomplete(context: dict) -> list[str]:
+    if not context.get("incomplete"):
+        return []
+    return [
+        f"- **Incomplete**: {context['incomplete']} instance(s) not generated yet; "
+        "rerun the same command to finish them"
+    ]
+
+
+def _skipped_and_notes(context: dict) -> list[str]:
+    """results.md's closing sections: the skipped instances (first 100) and the notes."""
+    lines = []
     skipped = context.get("skipped", [])
     if skipped:
         lines += ["", f"## Skipped instances ({len(skipped)}, each scored as a miss)", ""]
@@ -137,7 +149,7 @@ def results_markdown(metrics: dict, context: dict, bench: Benchmark | None = Non
     notes = context.get("notes", [])
     if notes:
         lines += ["", "## Notes", ""] + [f"- {n}" for n in notes[:100]]
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 CHOICE_KEYS = ("n", "accuracy", "unanswered")
@@ -167,11 +179,7 @@ def choice_markdown(metrics: dict, context: dict, bench: Benchmark) -> str:
         f"- Questions scored: {a['n']} (skipped and scored as misses: {len(context.get('skipped', []))}; "
         f"answers naming no option: {a.get('unanswered', 0)})"
     )
-    if context.get("incomplete"):
-        lines.append(
-            f"- **Incomplete**: {context['incomplete']} instance(s) not generated yet; "
-            "rerun the same command to finish them"
-        )
+    lines += _incomplete(context)
     header = ["Model", "accuracy % (mean over tasks)", "accuracy % (all questions)", "tasks"]
     lines += ["", f"## Accuracy beside {bench.reference_table or 'the paper'}", "", _row(header)]
     lines.append(_row(["---"] * len(header)))
@@ -186,18 +194,7 @@ def choice_markdown(metrics: dict, context: dict, bench: Benchmark) -> str:
         lines.append(_row([label, m["n"], _fmt(m["accuracy"]), m.get("unanswered", 0)]))
     for g, m in metrics["groups"].items():
         lines.append(_row([f"group: {g}", m["n"], _fmt(m["accuracy"]), ""]))
-    skipped = context.get("skipped", [])
-    if skipped:
-        lines += ["", f"## Skipped instances ({len(skipped)}, each scored as a miss)", ""]
-        lines += [
-            f"- instance {x['index']} ({x.get('task') or 'unknown task'}): {x['reason']}"
-            for x in skipped[:100]
-        ]
-        if len(skipped) > 100:
-            lines.append(f"- ... {len(skipped) - 100} more in scoring.json")
-    notes = context.get("notes", [])
-    if notes:
-        lines += ["", "## Notes", ""] + [f"- {n}" for n in notes[:100]]
+    lines += _skipped_and_notes(context)
     return "\n".join(lines) + "\n"
 
 

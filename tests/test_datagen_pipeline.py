@@ -8,8 +8,6 @@ stopped by the teacher (exit 3) must, when rerun, ask only for what was not fini
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from random import Random
 
 import pytest
@@ -17,7 +15,7 @@ from PIL import Image
 
 from datagen.__main__ import main
 from datagen.cache import CacheError, RequestCache
-from tests.conftest import REPO
+from tests.conftest import run_main
 from tests.test_datagen_server import StandIn
 
 CLASSES = ["cat", "dog", "ball", "dining table"]
@@ -82,11 +80,10 @@ def test_freeform_end_to_end_converts_and_reruns_from_cache(tmp_path, capsys):
         assert (out / rel).resolve().is_file()
     # The real converter reads it.
     conv = tmp_path / "conv"
-    proc = subprocess.run(
-        [sys.executable, "-m", "converters", "mgrounding", "--input",
-         str(out / "MGrounding-630k/Free-Form/free_form_grounding_130k.json"),
-         "--image-root", str(out), "--output", str(conv / "mg_free_form.json"), "--rejects", str(conv / "rej.jsonl")],
-        cwd=REPO, capture_output=True, text=True, timeout=300,
+    proc = run_main(
+        "converters",
+        ["mgrounding", "--input", out / "MGrounding-630k/Free-Form/free_form_grounding_130k.json",
+         "--image-root", out, "--output", conv / "mg_free_form.json", "--rejects", conv / "rej.jsonl"],
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     converted = read_json_array(conv / "mg_free_form.json")

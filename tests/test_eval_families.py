@@ -11,8 +11,6 @@ from __future__ import annotations
 import json
 import math
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -22,7 +20,7 @@ import grounding
 from eval import answers, prompts, scoring
 from eval.benchmarks import get_benchmark
 from eval.runner import RunConfig, family_defaults, resolve_family, score_file, score_records
-from tests.conftest import REPO, run_in
+from tests.conftest import run_in, run_main
 
 JSON_FAMILIES = ("qwen2.5-vl", "qwen3-vl")
 # Boxes on an eighths lattice land exactly on the 0-1000 grid (125 per eighth) and on pixels of any
@@ -290,13 +288,7 @@ def test_eval_score_reads_the_recorded_family_convention(family, tmp_path):
     boxes = [list(LATTICE_BOXES[i % len(LATTICE_BOXES)]) for i in range(len(sizes))]
     preds = write_family_run(tmp_path / "run", family, sizes, boxes)
     out = tmp_path / "scored"
-    proc = subprocess.run(
-        [sys.executable, "-m", "eval", "score", "--predictions", str(preds), "--output-dir", str(out)],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    proc = run_main("eval", ["score", "--predictions", preds, "--output-dir", out])
     assert proc.returncode == 0, proc.stderr
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["average"]["miou"] == pytest.approx(100.0) and metrics["average"]["acc@0.5"] == 100.0

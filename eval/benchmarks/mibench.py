@@ -16,8 +16,6 @@ unweighted mean over the nine sub-tasks, as that script computes it.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from eval.benchmark import Benchmark, Task
 from eval.benchmarks import table2
 from eval.benchmarks.choice_data import ChoiceRecord, first_existing, make_choice_loader
@@ -60,10 +58,6 @@ def read_record(raw: dict) -> ChoiceRecord:
     )
 
 
-def resolve_image(root: Path, raw: str) -> Path:
-    return first_existing(root, raw)
-
-
 BENCHMARK = Benchmark(
     name="mibench",
     title="MIBench",
@@ -72,7 +66,7 @@ BENCHMARK = Benchmark(
     load=make_choice_loader(
         FILES,
         read_record,
-        resolve_image,
+        first_existing,
         tuple(t.name for t in TASKS),
         open_tasks=False,
         layout="the MIBench release (multi_image_instruction.json, multimodal_knowledge_seeking.json and "

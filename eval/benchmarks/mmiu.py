@@ -17,8 +17,6 @@ questions (`micro`).
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from eval.benchmark import Benchmark, Task
 from eval.benchmarks import table2
 from eval.benchmarks.choice_data import ChoiceRecord, first_existing, make_choice_loader
@@ -70,10 +68,6 @@ def read_record(raw: dict) -> ChoiceRecord:
     )
 
 
-def resolve_image(root: Path, raw: str) -> Path:
-    return first_existing(root, raw)
-
-
 BENCHMARK = Benchmark(
     name="mmiu",
     title="MMIU",
@@ -82,7 +76,7 @@ BENCHMARK = Benchmark(
     load=make_choice_loader(
         FILES,
         read_record,
-        resolve_image,
+        first_existing,
         tuple(_NAMES),
         open_tasks=True,
         layout="the MMIU release (all.json and the unpacked task folders its input_image_path names)",
