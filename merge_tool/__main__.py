@@ -54,7 +54,11 @@ def build_parser() -> argparse.ArgumentParser:
         default="linear",
         help="default: linear (weighted average)",
     )
-    parser.add_argument("--base", metavar="DIR", help="base model (task_arithmetic, ties, dare_*, slerp)")
+    parser.add_argument(
+        "--base",
+        metavar="DIR",
+        help=f"base model ({', '.join(name for name, m in METHODS.items() if m.needs_base)})",
+    )
     parser.add_argument(
         "--scale", type=float, help="task vector methods' lambda: base + scale * sum_i w_i (model_i - base)"
     )

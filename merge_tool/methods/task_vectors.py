@@ -77,26 +77,33 @@ class TaskVectorKernel(Kernel):
                     wanted[i] = k
             if wanted:
                 top = select_top_k(tensor, self._delta, wanted)
-        factors: dict[int, float] = {}
-        if self.rescale:
-            targets = [i for i in self.sparse if self.sparsify == "random" or i in top]
+        if not self.rescale:
+            return top, {}
+        targets = [i for i in self.sparse if self.sparsify == "random" or i in top]
+        return top, self._l1_factors(tensor, targets, top)
 
-            def sums(block: Block) -> np.ndarray:
-                row = np.zeros((len(targets), 2), np.float64)
-                for j, i in enumerate(targets):
-                    delta = self._delta(block, i)
-                    keep = self._keep(i, delta, block, top)
-                    row[j, 0] = np.abs(delta).sum(dtype=np.float64)
-                    row[j, 1] = np.abs(delta[keep]).sum(dtype=np.float64)
-                return row
+    def _l1_factors(self, tensor: TensorPass, targets: list[int], selection: dict) -> dict[int, float]:
+        """mergekit's L1 rescale factor |d_i|_1 / |kept d_i|_1 per target model (both above RESCALE_EPS);
+        `selection` is what `_keep` reads (TopK per model, or anything with the same `keep`)."""
+        if not targets:
+            return {}
 
-            if targets:
-                totals = tensor.reduce(sums, np.add)
-                for j, i in enumerate(targets):
-                    before, after = totals[j]
-                    if before >= RESCALE_EPS and after >= RESCALE_EPS:
-                        factors[i] = float(before / after)
-        return top, factors
+        def sums(block: Block) -> np.ndarray:
+            row = np.zeros((len(targets), 2), np.float64)
+            for j, i in enumerate(targets):
+                delta = self._delta(block, i)
+                keep = self._keep(i, delta, block, selection)
+                row[j, 0] = np.abs(delta).sum(dtype=np.float64)
+                row[j, 1] = np.abs(delta[keep]).sum(dtype=np.float64)
+            return row
+
+        totals = tensor.reduce(sums, np.add)
+        factors = {}
+        for j, i in enumerate(targets):
+            before, after = totals[j]
+            if before >= RESCALE_EPS and after >= RESCALE_EPS:
+                factors[i] = float(before / after)
+        return factors
 
     # ------------------------------------------------------------ the blocks
 
