@@ -12,6 +12,8 @@ subprocess so its peak RSS (ru_maxrss from wait4) is its own:
   ties        python -m merge_tool --method ties --base A --models B --param density=0.5:
               a whole-tensor method (an exact per-tensor top-k, streamed in
               several passes), whose peak RSS must also stay below one shard
+  breadcrumbs the same with --method breadcrumbs --param density=0.5 --param gamma=0.01
+              (two exact top-k selects per tensor: the kept band of magnitudes)
 
 Also shown: `python -c "import torch"`, the start-up the naive way pays
 (merge_tool does not import torch). Goals (issue 5): merge_tool peak RSS <=
@@ -28,7 +30,7 @@ merge_tool are checked to be tensor-for-tensor identical. Everything is
 deleted at the end unless --keep.
 
     python benchmarks/bench_merge.py [--layers 5] [--shard-size 500MB] [--repeats 3] [--cache both|cold|warm]
-        [--no-ties]
+        [--whole-tensor ties,breadcrumbs] [--no-ties]
 """
 
 from __future__ import annotations
@@ -45,6 +47,10 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+WHOLE_TENSOR = {  # whole-tensor methods timed against the uniform average: name -> their --param values
+    "ties": ("density=0.5",),
+    "breadcrumbs": ("density=0.5", "gamma=0.01"),
+}
 HIDDEN, INTERMEDIATE, VOCAB = 4096, 11008, 32000
 
 
@@ -228,12 +234,15 @@ def _report(mode: str, results: dict, shard_bytes: int) -> None:
         f"  peak RSS  merge_tool / shard  {peak['merge_tool'] / shard_mb:.3f}  "
         f"({peak['merge_tool']:.0f} MB vs a {shard_mb:.0f} MB shard)  [about 1 plus a little]"
     )
-    if "ties" in results:
+    for name in (n for n in WHOLE_TENSOR if n in results):
+        width = max(20, len(name) + 15)
         print(
-            f"  peak RSS  ties / shard        {peak['ties'] / shard_mb:.3f}  "
-            f"({peak['ties']:.0f} MB vs a {shard_mb:.0f} MB shard)  [< 1: whole-tensor, still streaming]"
+            f"  peak RSS  {name + ' / shard':<{width}}{peak[name] / shard_mb:.3f}  "
+            f"({peak[name]:.0f} MB vs a {shard_mb:.0f} MB shard)  [< 1: whole-tensor, still streaming]"
         )
-        print(f"  wall      ties / merge_tool   {best['ties'] / best['merge_tool']:.3f}  (its extra passes)")
+        print(
+            f"  wall      {name + ' / merge_tool':<{width}}{best[name] / best['merge_tool']:.3f}  (its extra passes)"
+        )
     for base, goal in (("naive", "<= 1.0"), ("copy", "<= 1.5 cold; warm has no disk")):
         print(
             f"  wall      merge_tool / {base:<6}{best['merge_tool'] / best[base]:.3f}, "
@@ -258,8 +267,17 @@ def main() -> None:
     )
     parser.add_argument("--workdir", type=Path, default=REPO / ".cache" / "bench")
     parser.add_argument("--keep", action="store_true", help="keep the generated checkpoints and outputs")
-    parser.add_argument("--no-ties", action="store_true", help="skip the whole-tensor (ties) measurement")
+    parser.add_argument(
+        "--whole-tensor",
+        default=",".join(WHOLE_TENSOR),
+        help=f"comma-separated whole-tensor methods to time (default: all of {', '.join(WHOLE_TENSOR)})",
+    )
+    parser.add_argument("--no-ties", action="store_true", help="skip the whole-tensor measurements")
     args = parser.parse_args()
+    whole = [] if args.no_ties else [n for n in args.whole_tensor.split(",") if n]
+    unknown = sorted(set(whole) - set(WHOLE_TENSOR))
+    if unknown:
+        parser.error(f"--whole-tensor: unknown {unknown}; choose from {', '.join(WHOLE_TENSOR)}")
     shard_bytes = int(float(args.shard_size.upper().removesuffix("MB")) * 1e6)
     args.workdir.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="bench_merge.", dir=args.workdir))
@@ -308,12 +326,13 @@ def main() -> None:
             ),  # fmt: skip
             "python+torch": ([py, "-c", "import torch"], False),
         }
-        if not args.no_ties:
-            outputs["ties"] = work / "out_ties"
-            commands["ties"] = (
+        for name in whole:
+            outputs[name] = work / f"out_{name}"
+            params = [arg for value in WHOLE_TENSOR[name] for arg in ("--param", value)]
+            commands[name] = (
                 [
-                    py, "-m", "merge_tool", "--method", "ties", "--base", str(a), "--models", str(b),
-                    "--param", "density=0.5", "--output", str(outputs["ties"]),
+                    py, "-m", "merge_tool", "--method", name, "--base", str(a), "--models", str(b),
+                    *params, "--output", str(outputs[name]),
                     "--max-shard-size", args.shard_size, "--no-progress",
                 ],
                 False,

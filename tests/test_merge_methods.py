@@ -23,7 +23,7 @@ from merge_tool.config import read_config
 from merge_tool.methods import METHODS
 from merge_tool.methods.sparsify import random_keep
 from merge_tool.plan import plan_spec
-from tests.test_merge_tool import cli
+from tests.test_merge_tool import cli, python_m
 
 ARCH = {"architectures": ["TinyForCausalLM"], "model_type": "tiny"}
 
@@ -354,3 +354,238 @@ def test_whole_tensor_method_refusal_messages_for_cli(tmp_path):
         build_plan([b], method="slerp", base=a, params={"t": 0.5}, scale=2.0)
     with pytest.raises(MergeError, match=r"--method slerp takes no --weights"):
         build_plan([b], method="slerp", base=a, params={"t": 0.5}, weights=[1.0])
+
+
+# ---------------------------------------------------------------- Model Breadcrumbs (breadcrumbs, breadcrumbs_ties)
+
+# w: 10 elements, base 1, density 0.5 and gamma 0.1 -> kept int(5.0) = 5, removed from the top int(1.0) = 1.
+# d1 = [6, -1, 0.5, 4, -3, 2, 0.1, -6, 1.5, 0.2]: |6| at 0 and 7 tie for first, the earlier (0) is the outlier;
+#   ranks 2-6 are indices 7, 3, 4, 5, 8 -> [0, 0, 0, 4, -3, 2, 0, -6, 1.5, 0].
+# d2 = [-2, 3, 2, -4, 0.5, -1, 2.5, 0.25, -7, 2]: -7 (8) is the outlier; ranks 2-6 are 3, 1, 6, then of the three
+#   2s (0, 2, 9) the first two -> [-2, 3, 2, -4, 0, 0, 2.5, 0, 0, 0].
+# t: 4 elements -> kept 2, top int(0.4) = 0: plain top-2 (mergekit's slice [2:-0] would keep nothing).
+#   d1 = [1, -4, 3, 2] -> [0, -4, 3, 0]; d2 = [2, 0, 0, -1] -> [2, 0, 0, -1].
+BREAD_D1 = [6, -1, 0.5, 4, -3, 2, 0.1, -6, 1.5, 0.2]
+BREAD_D2 = [-2, 3, 2, -4, 0.5, -1, 2.5, 0.25, -7, 2]
+
+
+def breadcrumbs_models(tmp_path: Path) -> tuple[Path, Path, Path]:
+    base = model(tmp_path / "base", w=[1] * 10, t=[0] * 4)
+    m1 = model(tmp_path / "m1", w=np.add(BREAD_D1, 1), t=[1, -4, 3, 2])
+    m2 = model(tmp_path / "m2", w=np.add(BREAD_D2, 1), t=[2, 0, 0, -1])
+    return base, m1, m2
+
+
+def breadcrumbs_config(method: str, base: Path, m1: Path, m2: Path, extra: str = "") -> str:
+    return f"""
+merge_method: {method}
+base_model: {base}
+models:
+  - model: {base}
+  - model: {m1}
+    parameters: {{weight: 1.0, density: 0.5, gamma: 0.1}}
+  - model: {m2}
+    parameters: {{weight: 0.5, density: 0.5, gamma: 0.1}}
+dtype: float32
+{extra}"""
+
+
+def test_breadcrumbs_removes_outliers_and_smallest_then_sums(tmp_path):
+    base, m1, m2 = breadcrumbs_models(tmp_path)
+    config = breadcrumbs_config("breadcrumbs", base, m1, m2)
+    out = run_config(tmp_path, config)  # normalize is off by default, as in mergekit
+    # 1 + d1' + 0.5 d2' = 1 + [-1, 1.5, 1, 2, -3, 2, 1.25, -6, 1.5, 0]
+    np.testing.assert_array_equal(out["w"], [0, 2.5, 2, 3, -2, 3, 2.25, -5, 2.5, 1])
+    np.testing.assert_array_equal(out["t"], [1, -4, 3, -0.5])  # [0, -4, 3, 0] + 0.5 [2, 0, 0, -1]
+    normalized = run_config(tmp_path, config + "parameters: {normalize: true, lambda: 3}\n", name="norm")
+    np.testing.assert_allclose(normalized["w"], 1 + 3 * (out["w"] - 1) / 1.5, rtol=1e-6)  # / (1 + 0.5)
+
+
+def test_breadcrumbs_ties_elects_signs_on_the_band(tmp_path):
+    base, m1, m2 = breadcrumbs_models(tmp_path)
+    config = breadcrumbs_config("breadcrumbs_ties", base, m1, m2)
+    out = run_config(tmp_path, config)
+    # w1 d1' = [0, 0, 0, 4, -3, 2, 0, -6, 1.5, 0], w2 d2' = [-1, 1.5, 1, -2, 0, 0, 1.25, 0, 0, 0]; the sum's sign
+    # at index 3 is + (4 - 2), so m2's -2 is dropped; elsewhere at most one model is non-zero.
+    np.testing.assert_array_equal(out["w"], [0, 2.5, 2, 5, -2, 3, 2.25, -5, 2.5, 1])
+    normalized = run_config(tmp_path, config + "parameters: {normalize: true}\n", name="norm")
+    # divided by the agreeing weights: 0.5 where only m2 agrees, 1 where only m1 does, 1 where none (index 9)
+    np.testing.assert_array_equal(normalized["w"], [-1, 4, 3, 5, -2, 3, 3.5, -5, 2.5, 1])
+    np.testing.assert_array_equal(normalized["t"], [2, -4, 3, -1])  # m2 alone at 0 and 3: (0.5 d2) / 0.5
+
+
+def test_breadcrumbs_edge_counts(tmp_path):
+    base, m1, m2 = breadcrumbs_models(tmp_path)
+    # density 0.2 of t's 4 elements keeps int(0.8) = 0: nothing (as mergekit, no error). w keeps int(2.0) = 2
+    # and removes int(0.6) = 0 outliers: the top 2 of d1 (6 at 0 and -6 at 7).
+    plan = build_plan(
+        [m1], method="breadcrumbs", base=base, weights=[1.0], params={"density": 0.2, "gamma": 0.06}
+    )
+    out = run(plan, tmp_path / "small")
+    np.testing.assert_array_equal(out["t"], [0, 0, 0, 0])
+    np.testing.assert_array_equal(out["w"], [7, 1, 1, 1, 1, 1, 1, -5, 1, 1])
+    # density 1 keeps the task vector whole whatever gamma is (mergekit's `density >= 1: return tensor`)
+    whole = build_plan([m1, m2], method="breadcrumbs", base=base, weights=[1, 0.5], params={"gamma": 0.5},
+                       allow_unnormalized=True)  # fmt: skip
+    arithmetic = build_plan(
+        [m1, m2], method="task_arithmetic", base=base, weights=[1, 0.5], allow_unnormalized=True
+    )
+    np.testing.assert_array_equal(run(whole, tmp_path / "whole")["w"], run(arithmetic, tmp_path / "ta")["w"])
+    # density + gamma = 1 exactly (0.7 + 0.3): the top 3 go, the other 7 stay
+    edge = build_plan(
+        [m1], method="breadcrumbs", base=base, weights=[1.0], params={"density": 0.7, "gamma": 0.3}
+    )
+    np.testing.assert_array_equal(
+        run(edge, tmp_path / "edge")["w"], np.float32([1, 0, 1.5, 1, -2, 3, 1.1, 1, 2.5, 1.2])
+    )
+
+
+def reference_breadcrumbs(base, deltas, weights, densities, gammas, consensus, normalize, rescale, lambda_):
+    """Breadcrumbs in memory: a stable argsort by magnitude, ranks [top, top + kept) kept, then mergekit's mix."""
+    kept_deltas = []
+    for d, density, gamma in zip(deltas, densities, gammas, strict=True):
+        kept, top = int(density * d.size), int(gamma * d.size)
+        top = min(top, d.size - kept)
+        mask = np.zeros(d.size, bool)
+        mask[np.argsort(-np.abs(d), kind="stable")[top : top + kept]] = True
+        sparse = d * mask
+        if rescale:
+            before, after = np.abs(d).sum(dtype=np.float64), np.abs(sparse).sum(dtype=np.float64)
+            sparse = sparse * np.float32(before / after)
+        kept_deltas.append(sparse)
+    wd = [np.float32(w) * d for w, d in zip(weights, kept_deltas, strict=True)]
+    if consensus:
+        sign = np.where(sum(wd) >= 0, 1, -1)
+        agree = [np.sign(x) == sign for x in wd]
+        mixed = sum(x * a for x, a in zip(wd, agree, strict=True))
+        div = sum(np.float32(w) * a for w, a in zip(weights, agree, strict=True)).astype(np.float32)
+        div[div == 0] = 1
+    else:
+        mixed, div = sum(wd), np.float32(sum(weights))
+    return base + np.float32(lambda_) * (mixed / div if normalize else mixed)
+
+
+@pytest.mark.parametrize("method", ["breadcrumbs", "breadcrumbs_ties"])
+def test_breadcrumbs_streaming_equals_sorting_with_many_ties(tmp_path, method):
+    rng = np.random.default_rng(5)
+    n = 50_003
+    base_w = rng.integers(-3, 4, n).astype(np.float32)
+    deltas = [rng.integers(-6, 7, n).astype(np.float32) * 0.25 for _ in range(3)]  # 13 values: heavy ties
+    base = model(tmp_path / "base", w=base_w)
+    models = [model(tmp_path / f"m{i}", w=base_w + d) for i, d in enumerate(deltas)]
+    weights, densities, gammas = [0.5, 0.3, 0.2], [0.2, 0.55, 0.7], [0.05, 0.3, 0.0]
+    lines = [
+        f"  - model: {m}\n    parameters: {{weight: {w}, density: {d}, gamma: {g}}}"
+        for m, w, d, g in zip(models, weights, densities, gammas, strict=True)
+    ]
+    head = f"merge_method: {method}\nbase_model: {base}\nmodels:\n" + "\n".join(lines) + "\n"
+    consensus = method == "breadcrumbs_ties"
+    for name, normalize, rescale in (("plain", False, False), ("both", True, True)):
+        config = (
+            head
+            + f"parameters: {{normalize: {str(normalize).lower()}, rescale: {str(rescale).lower()}, lambda: 0.7}}\n"
+        )
+        out = run_config(tmp_path, config, name=name, chunk_elements=4099)["w"]
+        expected = reference_breadcrumbs(
+            base_w, deltas, weights, densities, gammas, consensus, normalize, rescale, 0.7
+        )
+        np.testing.assert_allclose(out, expected, rtol=1e-6, atol=1e-6, err_msg=name)
+
+
+def test_breadcrumbs_ties_without_outliers_is_ties(tmp_path):
+    rng = np.random.default_rng(6)
+    base_w = rng.standard_normal(9000).astype(np.float32)
+    base = model(tmp_path / "base", w=base_w)
+    models = [
+        model(tmp_path / f"m{i}", w=base_w + rng.standard_normal(9000).astype(np.float32)) for i in range(2)
+    ]
+    common = {"density": 0.3, "normalize": True}
+    ties = build_plan(models, method="ties", base=base, params=common)
+    crumbs = build_plan(models, method="breadcrumbs_ties", base=base, params={**common, "gamma": 0.0})
+    np.testing.assert_array_equal(run(ties, tmp_path / "ties")["w"], run(crumbs, tmp_path / "crumbs")["w"])
+
+
+def test_breadcrumbs_mergekit_yaml_through_the_cli_and_replay(tmp_path):
+    base, m1, m2 = breadcrumbs_models(tmp_path)
+    path = tmp_path / "crumbs.yaml"
+    path.write_text(
+        breadcrumbs_config(
+            "breadcrumbs_ties", base, m1, m2, "parameters: {normalize: true, int8_mask: true}\n"
+        )
+    )
+    proc = python_m(
+        str(path), "--output", str(tmp_path / "first"), "--no-progress"
+    )  # the real python -m merge_tool
+    assert proc.returncode == 0, proc.stderr
+    assert (
+        "int8_mask' is ignored" in proc.stderr
+    )  # base_model listed among the models (no parameters) is fine
+    first = load_file(tmp_path / "first" / "model.safetensors")
+    np.testing.assert_array_equal(first["w"], [-1, 4, 3, 5, -2, 3, 3.5, -5, 2.5, 1])  # as hand-computed above
+    recorded = tmp_path / "first" / "merge_config.yaml"
+    text = recorded.read_text()
+    assert "merge_method: breadcrumbs_ties" in text and "gamma: 0.1" in text and "rescale: false" in text
+    proc = cli(str(recorded), "--output", str(tmp_path / "replay"), "--threads", "1")
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "first" / "model.safetensors").read_bytes() == (
+        tmp_path / "replay" / "model.safetensors"
+    ).read_bytes()
+    assert (tmp_path / "replay" / "merge_config.yaml").read_text() == text
+    # the same merge from flags: --method breadcrumbs_ties with per-model values given for every model
+    proc = cli(
+        "--method", "breadcrumbs", "--base", str(base), "--models", str(m1), str(m2), "--weights", "1", "0.5",
+        "--allow-unnormalized", "--param", "density=0.5", "--param", "gamma=0.1", "--output", str(tmp_path / "flags"),
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    flags = load_file(tmp_path / "flags" / "model.safetensors")
+    np.testing.assert_array_equal(flags["w"], [0, 2.5, 2, 3, -2, 3, 2.25, -5, 2.5, 1])
+
+
+@pytest.mark.parametrize(
+    ("params", "glob", "message"),
+    [
+        (
+            "{weight: 1, density: 0.95, gamma: 0.1}",
+            "",
+            "model 1 of 1 (in order, base_model excluded): parameter "
+            "'gamma' is 0.1 with 'density' 0.95; density + gamma must be at most 1",
+        ),
+        (
+            "{weight: 1, density: 0.9}",
+            "parameters: {gamma: 0.2}",
+            "parameter 'gamma' is 0.2 with 'density' 0.9",
+        ),
+        ("{weight: 1, density: 0.5, gamma: -0.1}", "", "parameter 'gamma' is -0.1, outside [0, 1]"),
+        ("{weight: 1, density: 0.5, gamma: 1.5}", "", "parameter 'gamma' is 1.5, outside [0, 1]"),
+        ("{weight: 1, density: 0, gamma: 0.1}", "", "parameter 'density' is 0, outside (0, 1]"),
+        ("{weight: 1, density: 1.2}", "", "parameter 'density' is 1.2, outside (0, 1]"),
+        ("{weight: 1, density: 0.5, gamma: [0.1, 0.2]}", "", "'gamma' is a list (a mergekit gradient"),
+        ("{weight: 1, density: 0.5, gamma: .nan}", "", "'gamma' must be a finite number"),
+        ("{weight: 1, density: 0.5, gama: 0.1}", "", "breadcrumbs has no parameter 'gama'"),
+        ("{density: 0.5}", "", "has no 'weight'"),
+        ("{weight: 1}", "parameters: {normalize: 1}", "parameter 'normalize' must be true or false"),
+    ],
+)
+def test_breadcrumbs_bad_parameters_are_refused_by_name(tmp_path, params, glob, message):
+    base, m1 = model(tmp_path / "A", w=[1.0, 2.0]), model(tmp_path / "B", w=[2.0, 1.0])
+    path = tmp_path / "bad.yaml"
+    path.write_text(
+        f"merge_method: breadcrumbs\nbase_model: {base}\nmodels:\n  - model: {m1}\n    parameters: {params}\n{glob}\n"
+    )
+    proc = cli(str(path), "--output", str(tmp_path / "out"))
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert message in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_breadcrumbs_ties_refusal_names_the_model_from_the_cli(tmp_path):
+    a, b, c = (model(tmp_path / n, w=[1.0, 2.0]) for n in "abc")
+    proc = cli(
+        "--method", "breadcrumbs_ties", "--base", str(a), "--models", str(b), str(c),
+        "--param", "density=0.8", "--param", "gamma=0.25", "--output", str(tmp_path / "out"),
+    )  # fmt: skip
+    assert proc.returncode == 1
+    assert (
+        "breadcrumbs_ties: model 1 of 2" in proc.stderr and "density + gamma must be at most 1" in proc.stderr
+    )
+    assert not (tmp_path / "out").exists()

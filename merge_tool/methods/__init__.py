@@ -10,12 +10,14 @@ from __future__ import annotations
 
 from ..errors import MergeError
 from .base import REQUIRED, Args, Block, Kernel, Method, Param, TensorPass
+from .breadcrumbs import BREADCRUMBS, BREADCRUMBS_TIES
 from .linear import LINEAR
 from .slerp import SLERP
 from .task_vectors import DARE_LINEAR, DARE_TIES, TASK_ARITHMETIC, TIES
 
 METHODS: dict[str, Method] = {
-    m.name: m for m in (LINEAR, TASK_ARITHMETIC, TIES, DARE_TIES, DARE_LINEAR, SLERP)
+    m.name: m
+    for m in (LINEAR, TASK_ARITHMETIC, TIES, DARE_TIES, DARE_LINEAR, SLERP, BREADCRUMBS, BREADCRUMBS_TIES)
 }
 ALIASES: dict[str, str] = {alias: m.name for m in METHODS.values() for alias in m.aliases}
 
