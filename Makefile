@@ -111,9 +111,12 @@ data: $(TRAIN_STAMP) ## convert DATA_ROOT into DATA_OUT (data/), build both mixt
 		--box-format $$fam $(if $(wildcard $(BASE_MODEL)/config.json),--base-model $(BASE_MODEL))
 
 # Training reads the registry `make data` wrote beside the data: dataset_dir=$(DATA_OUT) (a later
-# dataset_dir=... in TRAIN_ARGS/RL_ARGS wins). need_registry(target, extra args) stops with the command to run.
+# dataset_dir=... in TRAIN_ARGS/RL_ARGS wins). need_registry(target, extra args, model) stops with the command to
+# run when there is no registry, or when the data was converted for another family than the model's
+# (`families check-data`: the converter reports record the box format; data without that record gets a warning).
 train_dataset_dir = $(lastword $(patsubst dataset_dir=%,%,$(filter dataset_dir=%,dataset_dir=$(DATA_OUT) $(1))))
-need_registry = @test -f $(call train_dataset_dir,$(2))/dataset_info.json || { echo "make $(1): no dataset registry in $(call train_dataset_dir,$(2))/ (dataset_info.json); build it with: make data DATA_ROOT=/path/holding/MGrounding-630k DATA_OUT=$(call train_dataset_dir,$(2))" >&2; exit 2; }
+need_registry = @test -f $(call train_dataset_dir,$(2))/dataset_info.json || { echo "make $(1): no dataset registry in $(call train_dataset_dir,$(2))/ (dataset_info.json); build it with: make data DATA_ROOT=/path/holding/MGrounding-630k DATA_OUT=$(call train_dataset_dir,$(2))" >&2; exit 2; }; \
+	$(TRAIN_PY) -m families check-data $(call train_dataset_dir,$(2)) --model $(3) $(family_flags) >/dev/null || exit 2
 
 # Distributed launch: LLaMA-Factory's launcher runs torchrun when FORCE_TORCHRUN=1.
 # The per-device batch and accumulation keep the global batch at $(GLOBAL_BATCH).
@@ -137,12 +140,12 @@ RL_CPU_ARGS = $(if $(filter cpu,$(DEVICE)),use_cpu=true bf16=false deepspeed=nul
 
 stage1: $(STAGE1_OUT)/all_results.json ## stage 1 (1M examples); resumes from the last checkpoint if interrupted
 $(STAGE1_OUT)/all_results.json: | $(TRAIN_STAMP)
-	$(call need_registry,stage1,$(TRAIN_ARGS))
+	$(call need_registry,stage1,$(TRAIN_ARGS),$(BASE_MODEL))
 	$(call train_stage,recipes/stage1.yaml,model_name_or_path=$(BASE_MODEL) output_dir=$(STAGE1_OUT) dataset_dir=$(DATA_OUT),$(GLOBAL_BATCH),$(BASE_MODEL))
 
 stage2: $(STAGE2_OUT)/all_results.json ## stage 2 (200k examples) from stage 1's weights
 $(STAGE2_OUT)/all_results.json: $(STAGE1_OUT)/all_results.json | $(TRAIN_STAMP)
-	$(call need_registry,stage2,$(TRAIN_ARGS))
+	$(call need_registry,stage2,$(TRAIN_ARGS),$(STAGE1_OUT))
 	$(call train_stage,recipes/stage2.yaml,model_name_or_path=$(STAGE1_OUT) output_dir=$(STAGE2_OUT) dataset_dir=$(DATA_OUT) learning_rate=$(LR2),$(GLOBAL_BATCH),$(STAGE1_OUT))
 
 merge: $(MERGED_OUT)/config.json ## average stage 1 and stage 2 (uniform weights) into saves/merged
@@ -151,27 +154,28 @@ $(MERGED_OUT)/config.json: $(STAGE1_OUT)/all_results.json $(STAGE2_OUT)/all_resu
 
 traj-sft: $(TRAJ_OUT)/all_results.json ## MIRG-RL trajectory SFT from BASE_MODEL (e.g. saves/merged); resumable
 $(TRAJ_OUT)/all_results.json: | $(TRAIN_STAMP)
-	$(call need_registry,traj-sft,$(TRAIN_ARGS))
+	$(call need_registry,traj-sft,$(TRAIN_ARGS),$(BASE_MODEL))
 	$(call train_stage,recipes/traj_sft.yaml,model_name_or_path=$(BASE_MODEL) output_dir=$(TRAJ_OUT) dataset_dir=$(DATA_OUT),$(TRAJ_GLOBAL_BATCH),$(BASE_MODEL))
 
 grpo: $(GRPO_OUT)/train_results.json ## GRPO (TRL) on the RL set from saves/traj_sft; resumes from its last checkpoint
 $(GRPO_OUT)/train_results.json: $(TRAJ_OUT)/all_results.json | $(EVAL_STAMP)
-	$(call need_registry,grpo,$(RL_ARGS))
+	$(call need_registry,grpo,$(RL_ARGS),$(TRAJ_OUT))
 	@split="$(call batch_split,$(GRPO_GLOBAL_BATCH),8)"; test -n "$$split" || exit 2; set -- $$split; \
 	echo "GRPO global batch $(GRPO_GLOBAL_BATCH) completions = $$1 per device x $$2 accumulation x $$(( $(NGPUS) * $(NNODES) ))"; \
+	fam=$$($(TRAIN_PY) -m families detect $(TRAJ_OUT) $(family_flags)) || exit 2; \
 	$(RL_LAUNCH) train recipes/grpo.yaml model_name_or_path=$(TRAJ_OUT) output_dir=$(GRPO_OUT) dataset_dir=$(DATA_OUT) \
-		per_device_train_batch_size=$$1 gradient_accumulation_steps=$$2 $(RL_CPU_ARGS) $(RL_ARGS)
+		per_device_train_batch_size=$$1 gradient_accumulation_steps=$$2 family=$$fam $(RL_CPU_ARGS) $(RL_ARGS)
 
 eval: $(EVAL_STAMP) ## score MODEL on MIG-Bench (BENCH=.../MIG_data.json, BACKEND=vllm|hf|openai)
 	@test -n "$(MODEL)" || { echo "usage: make eval MODEL=saves/merged BENCH=/path/MIG-Bench/MIG_data.json"; exit 2; }
 	$(EVAL_PY) -m eval run --model $(MODEL) --bench $(BENCH) --backend $(BACKEND) --output-dir $(EVAL_OUT) $(EVAL_ARGS)
 
-eval-suite: $(EVAL_STAMP) ## the paper's tables for MODEL: SUITE=mig,refcoco,multi-image (BENCH=, REFCOCO_ROOT=, muirbench= blink= mantis=; no data: skipped)
+eval-suite: $(EVAL_STAMP) ## the paper's tables for MODEL: SUITE=mig,refcoco,multi-image (BENCH=, REFCOCO_ROOT=, mibench= mmiu= muirbench= blink= mantis=; no data: skipped)
 	@test -n "$(MODEL)" || { echo "usage: make eval-suite MODEL=saves/merged [SUITE=mig,refcoco] [BENCH=...] [REFCOCO_ROOT=...]"; exit 2; }
 	$(EVAL_PY) -m eval suite --model $(MODEL) --backend $(BACKEND) --output-dir $(EVAL_OUT) \
 		$(if $(SUITE),--suite $(SUITE)) $(if $(wildcard $(BENCH)),--mig-bench $(BENCH)) \
 		$(if $(wildcard $(REFCOCO_ROOT)),--refcoco-root $(REFCOCO_ROOT)) \
-		$(foreach b,muirbench blink mantis,$(if $($(b)),--$(b) $($(b)))) $(EVAL_ARGS)
+		$(foreach b,mibench mmiu muirbench blink mantis,$(if $($(b)),--$(b) $($(b)))) $(EVAL_ARGS)
 
 # ---- teacher-model data synthesis (datagen/README.md) -----------------------------------
 .PHONY: datagen-freeform datagen-trajectories
@@ -190,11 +194,11 @@ datagen-trajectories: | $(TRAIN_STAMP) ## MIRG-RL trajectories from TRAJ_INPUT= 
 		--reassembly-model $(or $(REASSEMBLY_MODEL),$(TEACHER)) --output $(DATAGEN_OUT)/trajectories $(if $(FORCE),--force) $(DATAGEN_ARGS)
 
 # ---- the CPU demo ----------------------------------------------------------------------
-demo: setup ## the whole pipeline on this machine with a tiny model (reuses what is built)
-	$(TRAIN_PY) -m demo.run --eval-python $(EVAL_PY)
+demo: setup ## the whole pipeline on this machine with a tiny model (reuses what is built; FAMILY=qwen2.5-vl|qwen3-vl: that family's, in data/demo-FAMILY ...)
+	$(TRAIN_PY) -m demo.run --eval-python $(EVAL_PY) $(if $(FAMILY),--family $(FAMILY))
 
-clean: ## remove the demo's data, checkpoints and reports
-	rm -rf data/demo saves/demo outputs/demo
+clean: ## remove the demo's data, checkpoints and reports (every family's)
+	rm -rf data/demo saves/demo outputs/demo data/demo-* saves/demo-* outputs/demo-*
 
 distclean: clean ## also remove both environments and caches
 	rm -rf $(VENV) $(VENV_EVAL) .cache .pytest_cache .ruff_cache

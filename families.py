@@ -8,7 +8,12 @@ comparing its pixels with 0-1000 ground truth), so converters, recipes, eval and
 read them from here. Sources are cited where each value is set; see also ../shared/BASE_MODELS.md.
 
 Model text is untrusted: `parse_answer` bounds the text it reads and the numbers it accepts, and
-returns None (never raises) on anything malformed.
+returns None (never raises) on anything malformed; a JSON answer is read after its think block.
+
+Two checks live here so every entry point shares them: `check_data_family` (`python -m families
+check-data`, run by the training targets) refuses data whose converter reports record another family's
+box format, and `training_template` gives a Qwen3-VL Thinking checkpoint (told apart from an Instruct
+one only by the chat template it ships) LLaMA-Factory's thinking template.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,6 +60,9 @@ class Family:
     grounding_suffix: str  # appended to a free-form question (no separator, like eval.prompts)
     refer_template: str  # a referring-expression request; `{ref}` is the expression
     instruction_source: str
+    # LLaMA-Factory 0.9.5 template for a Thinking checkpoint of the family (None: the family has none);
+    # is_thinking_checkpoint tells one from its chat template.
+    thinking_template: str | None = None
 
     @property
     def factor(self) -> int:
@@ -155,6 +164,9 @@ FAMILIES: dict[str, Family] = {
             "Report bbox coordinates in JSON format."
         ),
         instruction_source="Qwen3-VL report App. B.5 (its RefCOCO grounding prompt); 0-1000 grid: Sec. 3.2.4",
+        # LLaMA-Factory's qwen3_vl is a ReasoningTemplate (an answer without <think> gets an empty think
+        # block, as the Thinking model writes); qwen3_vl_nothink is the plain one the Instruct models use.
+        thinking_template="qwen3_vl",
     ),
 }
 FAMILY_CHOICES = tuple(FAMILIES)
@@ -248,6 +260,64 @@ def processor_pixel_range(model_dir: str | Path) -> tuple[int, int]:
     raise ValueError(
         f"{folder} has no image processor settings (preprocessor_config.json or processor_config.json)"
     )
+
+
+# ---------------------------------------------------------------- Thinking or Instruct (Qwen3-VL)
+
+_MAX_TEMPLATE_BYTES = 1024 * 1024  # released chat templates are 2-10 kB
+# A generation prompt that opens a think block: `'<|im_start|>assistant\n<think>` in the template's source
+# (`\n` written as the two characters, as Jinja string literals hold it, or as a newline).
+_THINK_PROMPT_RE = re.compile(r"<\|im_start\|>assistant(?:\\n|\n)<think>")
+
+
+def chat_templates(model_dir: str | Path) -> list[tuple[Path, str]]:
+    """The chat templates a checkpoint ships: chat_template.jinja (transformers 5), tokenizer_config.json's
+    `chat_template` (a string, or a list of {name, template}), chat_template.json's (the processor's).
+    Unreadable or oversized files are skipped with a warning: a template decides a default, not the data."""
+    folder = Path(model_dir)
+    found: list[tuple[Path, str]] = []
+    for name in ("chat_template.jinja", "tokenizer_config.json", "chat_template.json"):
+        path = folder / name
+        try:
+            if not path.is_file():
+                continue
+            if path.stat().st_size > _MAX_TEMPLATE_BYTES * 16:
+                log.warning("%s: %d bytes, too large to read its chat template", path, path.stat().st_size)
+                continue
+            text = path.read_text(encoding="utf-8")
+            if name.endswith(".jinja"):
+                found.append((path, text))
+                continue
+            value = json.loads(text).get("chat_template") if text.lstrip().startswith("{") else None
+        except (OSError, ValueError, RecursionError, AttributeError) as err:
+            log.warning("%s: cannot read its chat template: %s", path, err)
+            continue
+        values = value if isinstance(value, list) else [value]
+        for item in values:
+            template = item.get("template") if isinstance(item, dict) else item
+            if isinstance(template, str) and len(template) <= _MAX_TEMPLATE_BYTES:
+                found.append((path, template))
+    return found
+
+
+def is_thinking_checkpoint(model_dir: str | Path) -> Path | None:
+    """The file whose chat template makes this a Thinking checkpoint (generation prompt opening `<think>`,
+    as Qwen3-VL-*-Thinking ship), or None (Instruct, or no template). Both variants have model_type
+    qwen3_vl, so only what the checkpoint ships tells them apart."""
+    for path, template in chat_templates(model_dir):
+        if _THINK_PROMPT_RE.search(template):
+            return path
+    return None
+
+
+def training_template(model_dir: str | Path | None, family: str | Family) -> tuple[str, Path | None]:
+    """(LLaMA-Factory template, the file that made it the thinking one or None) for a checkpoint."""
+    fam = get_family(family)
+    if fam.thinking_template and model_dir is not None and Path(model_dir).is_dir():
+        source = is_thinking_checkpoint(model_dir)
+        if source is not None:
+            return fam.thinking_template, source
+    return fam.template, None
 
 
 # ---------------------------------------------------------------- the image size the model is trained on
@@ -479,7 +549,8 @@ def parse_answer(text, family: str | Family) -> ParsedAnswer | None:
 
     Box tokens: the first `(x1,y1),(x2,y2)` pair (grounding.first_pair, the official rule). JSON:
     an object or a list of objects, bare or in a ```json fence, possibly with prose around it; the
-    first object with a `bbox_2d` key decides (four finite numbers in 0..999999, else None).
+    first object with a `bbox_2d` key decides (four finite numbers in 0..999999, else None). A JSON
+    answer is read after its think block (after_think): a Thinking model reasons over decoy boxes first.
     """
     fam = get_family(family)
     if not isinstance(text, str) or len(text) > MAX_ANSWER_CHARS:
@@ -489,11 +560,28 @@ def parse_answer(text, family: str | Family) -> ParsedAnswer | None:
         if box is None:
             return None
         return ParsedAnswer(box=box, label=None, n_boxes=len(grounding.PAIR_RE.findall(text)))
+    text = after_think(text)
+    if text is None:
+        return None
     for value in _json_values(text):
         parsed = _parsed_json(value)
         if parsed is not None:
             return parsed if parsed.n_boxes else None
     return None
+
+
+THINK_START, THINK_END = "<think>", "</think>"
+
+
+def after_think(text: str) -> str | None:
+    """The text after the first `</think>` (vLLM's Qwen3 reasoning parser's rule; a Thinking checkpoint's
+    prompt already holds the opening `<think>`, so only the closing one is looked for). None when a think
+    block opens and never closes (the reasoning was cut off: it holds no answer); the text itself when
+    there is no think block (an Instruct answer)."""
+    _, closed, answer = text.partition(THINK_END)
+    if closed:
+        return answer
+    return None if THINK_START in text else text
 
 
 def _reject_constant(name):
@@ -605,24 +693,113 @@ def resolve_family(model: str | Path, forced: str | None = None, default: str | 
     )
 
 
-def recipe_overrides(recipe: dict, family: str | Family) -> list[str]:
+def recipe_overrides(recipe: dict, family: str | Family, template: str | None = None) -> list[str]:
     """`key=value` overrides that make a recipe written for Qwen2-VL train `family`: the template and
     the pixel budget, only where they differ (a Qwen2-VL run gets none: its command line is unchanged).
+    `template` replaces the family's Instruct one (training_template: a Thinking checkpoint's).
 
     The vision tower to freeze needs no override: LLaMA-Factory's freeze_vision_tower picks the
     family's own keys (vision_tower_keys above) from the checkpoint's model_type.
     """
     fam = get_family(family)
     wanted = {
-        "template": fam.template,
+        "template": template or fam.template,
         "image_max_pixels": fam.image_max_pixels,
         "image_min_pixels": fam.image_min_pixels,
     }
     return [f"{key}={value}" for key, value in wanted.items() if recipe.get(key) != value]
 
 
+# ---------------------------------------------------------------- the data's family must be the model's
+
+_MAX_REPORT_BYTES = 64 * 1024 * 1024
+
+
+class DataFamilyError(ValueError):
+    """Training data converted for another family than the model's (its boxes mean something else)."""
+
+
+@dataclass(frozen=True)
+class DataFormats:
+    """What a data folder's converter reports (DATA_DIR/reports/*.json) say its records were written for."""
+
+    recorded: dict[str, list[Path]]  # family -> the reports that record it
+    unrecorded: list[Path]  # conversion reports from before the box format was recorded
+    unreadable: list[tuple[Path, str]]  # reports that cannot be read, and why
+
+
+def data_box_formats(data_dir: str | Path) -> DataFormats:
+    """The box formats the converters recorded (converters.report's and trajectories' `box_format`) in
+    DATA_DIR/reports/*.json and DATA_DIR/*.report.json.
+
+    A conversion report names its `output` and `rejects` (converters.report's since the first release);
+    other JSON there (the mixture reports, over records already counted) is not one. Nothing in the
+    folder is trusted to be well-formed.
+    """
+    recorded: dict[str, list[Path]] = {}
+    unrecorded: list[Path] = []
+    unreadable: list[tuple[Path, str]] = []
+    folder = Path(data_dir)  # `converters all` writes reports/; a single converter's --report may sit beside
+    for path in sorted([*(folder / "reports").glob("*.json"), *folder.glob("*.report.json")]):
+        try:
+            if path.stat().st_size > _MAX_REPORT_BYTES:
+                raise ValueError(f"{path.stat().st_size} bytes, not a converter report")
+            report = json.loads(path.read_bytes())
+        except (OSError, ValueError, RecursionError) as err:
+            unreadable.append((path, str(err)))
+            continue
+        if not isinstance(report, dict) or not (
+            "box_format" in report or {"output", "rejects"} <= set(report)
+        ):
+            continue
+        fmt = report.get("box_format")
+        if fmt is None:
+            unrecorded.append(path)
+        elif isinstance(fmt, dict) and isinstance(fmt.get("family"), str) and fmt["family"] in FAMILIES:
+            recorded.setdefault(fmt["family"], []).append(path)
+        else:
+            unreadable.append((path, f"box_format {fmt!r:.80} names no known family"))
+    return DataFormats(recorded, unrecorded, unreadable)
+
+
+def _names(paths: Sequence[Path], limit: int = 3) -> str:
+    shown = ", ".join(f"{p.parent.name}/{p.name}" for p in paths[:limit])
+    return shown + (f" and {len(paths) - limit} more" if len(paths) > limit else "")
+
+
+def check_data_family(
+    data_dir: str | Path, family: str | Family, model: str | Path, forced: str | None = None
+) -> list[str]:
+    """Refuse (DataFamilyError) data whose recorded box format is not the model's family; the warnings
+    for what cannot be told (data converted before the format was recorded, unreadable reports)."""
+    fam = get_family(family)
+    data_dir = Path(data_dir)
+    found = data_box_formats(data_dir)
+    wrong = {name: paths for name, paths in found.recorded.items() if name != fam.name}
+    if wrong:
+        held = "; ".join(f"--box-format {name} ({_names(paths)})" for name, paths in sorted(wrong.items()))
+        why = f"FAMILY={forced}" if forced else "its config.json model_type"
+        redo = f"make data DATA_ROOT=/path/holding/MGrounding-630k DATA_OUT={data_dir} BASE_MODEL={model}"
+        redo += f" FAMILY={forced}" if forced else ""
+        raise DataFamilyError(
+            f"{data_dir} holds data converted with {held}, but {model} is a {fam.display} model ({fam.name}, "
+            f"from {why}): its boxes would be learnt in the wrong convention. Convert the data for it: {redo} "
+            f"(that is, python -m converters all ... --output-dir {data_dir} --box-format {fam.name}), "
+            "or train a model of the data's family"
+        )
+    warnings = [f"{path}: cannot tell its box format ({why})" for path, why in found.unreadable]
+    if found.unrecorded or not (found.recorded or found.unreadable):
+        what = _names(found.unrecorded) if found.unrecorded else f"no converter report in {data_dir}/reports"
+        warnings.append(
+            f"{data_dir}: no record of the box format its data was converted with ({what}; data converted "
+            f"before --box-format existed is Qwen2-VL's); training it as {fam.name} unchecked"
+        )
+    return warnings
+
+
 def main(argv: list[str] | None = None) -> int:
-    """`python -m families detect MODEL | train-args RECIPE --model MODEL | show [FAMILY]`."""
+    """`python -m families detect MODEL | train-args RECIPE --model MODEL | check-data DATA_DIR --model MODEL
+    | show [FAMILY]`."""
     import argparse
 
     from cli import EXIT_BAD_INPUT, EXIT_OK, fail, setup_logging
@@ -633,10 +810,13 @@ def main(argv: list[str] | None = None) -> int:
     for name, helptext in (
         ("detect", "print the family of a checkpoint (config.json model_type)"),
         ("train-args", "print the overrides a recipe needs for the model's family"),
+        ("check-data", "refuse data converted for another family than the model's; print the family"),
     ):
         p = sub.add_parser(name, help=helptext)
         if name == "train-args":
             p.add_argument("recipe", type=Path)
+        if name == "check-data":
+            p.add_argument("data_dir", type=Path, help="the data folder (DATA_OUT, training's dataset_dir)")
         if name == "detect":
             p.add_argument("model")
         else:
@@ -657,7 +837,25 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps(rows, indent=2))
             return EXIT_OK
         fam = resolve_family(args.model, args.family, args.default_family)
+        template, thinking = training_template(args.model, fam)
+        if thinking is not None:
+            log.info(
+                "%s: a %s Thinking checkpoint (%s: its generation prompt opens <think>): template %s",
+                args.model,
+                fam.display,
+                thinking.name,
+                template,
+            )
         if args.command == "detect":
+            print(fam.name)
+            return EXIT_OK
+        if args.command == "check-data":
+            try:
+                warnings = check_data_family(args.data_dir, fam, args.model, args.family)
+            except DataFamilyError as err:
+                return fail(prog, err, EXIT_BAD_INPUT)
+            for warning in warnings:
+                log.warning("%s", warning)
             print(fam.name)
             return EXIT_OK
         import yaml
@@ -668,12 +866,12 @@ def main(argv: list[str] | None = None) -> int:
             return fail(prog, f"cannot read recipe {args.recipe}: {err}")
         if not isinstance(recipe, dict):
             return fail(prog, f"recipe {args.recipe} is not a YAML mapping")
-        overrides = recipe_overrides(recipe, fam)
+        overrides = recipe_overrides(recipe, fam, template)
         log.info(
             "%s: %s base model (template %s, image_max_pixels %d)%s",
             args.model,
             fam.display,
-            fam.template,
+            template,
             fam.image_max_pixels,
             f"; overrides: {' '.join(overrides)}" if overrides else "; the recipe's values",
         )

@@ -10,10 +10,17 @@ The training steps run the real recipes (recipes/<stage>.yaml, from the stage
 table in stages.py) with command-line overrides only (model, data, device,
 schedule). Every step is skipped when its output already exists, so a re-run
 reuses what is built; `make clean` removes it.
-A tree built with other settings (profile, seed) is refused rather than reused:
+A tree built with other settings (profile, seed, family) is refused rather than reused:
 its checkpoints would be scored as if they came from these.
 
-    python -m demo.run [--workdir DIR] [--profile full|smoke] [--eval-python PY]
+`--family qwen2.5-vl|qwen3-vl` (`make demo FAMILY=...`) runs the same chain on that family's tiny
+model in its own tree (data/demo-<family>, saves/demo-<family>, outputs/demo-<family>), so two
+families' trees coexist: the converters write the family's answer form (--box-format, with the demo's
+training image_max_pixels so Qwen2.5-VL's pixel boxes are those of the image as training sees it),
+training takes the family's template (families.recipe_overrides), GRPO and the evaluator read the
+family's answers. The default, qwen2-vl, keeps its paths and command lines as they always were.
+
+    python -m demo.run [--workdir DIR] [--profile full|smoke] [--family F] [--eval-python PY]
 
 Exit codes are cli.py's: 0 done, 1 the tree was built with other settings (nothing run),
 3 a step failed or was interrupted after earlier steps were kept (rerun to go on), 130 Ctrl-C.
@@ -31,6 +38,7 @@ import sys
 import time
 from pathlib import Path
 
+import families
 from atomicio import atomic_write_text
 from cli import EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_OK, EXIT_PARTIAL, fail
 from stages import STAGES, mixture_stages
@@ -41,6 +49,10 @@ RL_MODELS = ("traj_sft", "grpo")  # scored with the think prompt and the answer-
 # The demo's trajectory SFT starts from Migician (the merge), as `make traj-sft BASE_MODEL=saves/merged`.
 DEMO_STARTS = {"stage1": "untrained", "stage2": "stage1", "traj_sft": "merged", "grpo": "traj_sft"}
 THINK_EVAL = ["--answer-format", "think", "--format-suffix", "think", "--max-new-tokens", "160"]
+# The JSON families' RL models answer `<answer>...{"bbox_2d": [...]}</answer>` after the same think prompt
+# (converters/trajectories.py keeps the suffix; eval.answers' think-json reads the span as JSON).
+THINK_EVAL_JSON = ["--answer-format", "think-json", *THINK_EVAL[2:]]
+DEMO_PIXELS = 50176  # image_max_pixels of every demo training run (the tiny processors' own maximum)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,34 +107,55 @@ def run(cmd: list[str], env: dict | None = None, cwd: Path = REPO) -> None:
 class Demo:
     """Paths of one demo working tree and the steps that fill it."""
 
-    def __init__(self, workdir: Path, profile: Profile, eval_python: str, seed: int = 0):
+    def __init__(
+        self,
+        workdir: Path,
+        profile: Profile,
+        eval_python: str,
+        seed: int = 0,
+        family: str = families.DEFAULT_FAMILY,
+    ):
         self.workdir = workdir.resolve()
         self.profile = profile
         self.eval_python = eval_python
         self.seed = seed
-        self.raw = self.workdir / "data/demo/raw"
-        self.data = self.workdir / "data/demo"
-        self.saves = self.workdir / "saves/demo"
-        self.outputs = self.workdir / "outputs/demo"
+        self.family = families.get_family(family)
+        self.default_family = self.family.name == families.DEFAULT_FAMILY
+        tree = tree_name(self.family.name)
+        self.data = self.workdir / "data" / tree
+        self.raw = self.data / "raw"
+        self.saves = self.workdir / "saves" / tree
+        self.outputs = self.workdir / "outputs" / tree
         self.bench = self.raw / "MIG-Bench/MIG_data.json"
 
     def checkpoint(self, name: str) -> Path:
         return self.saves / ("base" if name == "untrained" else name)
 
     def settings(self) -> dict:
-        return {"seed": self.seed, **dataclasses.asdict(self.profile)}
+        """What the tree's checkpoints depend on; `family` only when not qwen2-vl (older trees have none)."""
+        family = {} if self.default_family else {"family": self.family.name}
+        return {"seed": self.seed, **dataclasses.asdict(self.profile), **family}
 
     def claim(self) -> None:
         """Record this run's settings in saves/demo, or refuse a tree built with other ones."""
         path = self.saves / "demo_settings.json"
         want = self.settings()
         if path.exists():
-            have = json.loads(path.read_text(encoding="utf-8"))
-            changed = [f"{k} {have.get(k)} -> {want.get(k)}" for k in want if have.get(k) != want[k]]
+            try:
+                have = json.loads(path.read_text(encoding="utf-8"))
+            except (OSError, ValueError) as err:
+                raise DemoError(
+                    f"cannot read {path}: {err}; remove {self.saves} or pass another --workdir"
+                ) from None
+            if not isinstance(have, dict):
+                raise DemoError(f"{path} is not a JSON object; remove {self.saves} or pass another --workdir")
+            default = {"family": families.DEFAULT_FAMILY}  # a tree recorded without one is Qwen2-VL's
+            have, want_all = {**default, **have}, {**default, **want}
+            changed = [f"{k} {have.get(k)} -> {want_all[k]}" for k in want_all if have.get(k) != want_all[k]]
             if changed:
                 raise DemoError(
                     f"{self.saves} was built with other settings ({', '.join(changed)}); its checkpoints "
-                    f"would be reused as if they were these. Run `make clean` (or remove {self.workdir / 'data/demo'}, "
+                    f"would be reused as if they were these. Run `make clean` (or remove {self.data}, "
                     f"{self.saves} and {self.outputs}) or pass another --workdir."
                 )
             return
@@ -131,13 +164,33 @@ class Demo:
 
     # -- steps ------------------------------------------------------------------------
     def build_model(self) -> None:
-        from demo.tiny_model import build_tiny_qwen2vl
+        from demo.tiny_model import build_tiny_model
 
         base = self.checkpoint("untrained")
         if (base / "config.json").exists():
             return log(f"tiny model: reusing {base}")
-        log(f"tiny model -> {base}")
-        build_tiny_qwen2vl(base, seed=self.seed)
+        log(f"tiny model -> {base}" + ("" if self.default_family else f" ({self.family.display})"))
+        build_tiny_model(base, family=self.family.name, seed=self.seed)
+
+    def family_overrides(self) -> dict:
+        """The family's training overrides (template, pixel budget; none for qwen2-vl), under the demo's
+        own budget: the same families.recipe_overrides `make stage1` uses, so the two cannot drift."""
+        if self.default_family:
+            return {}
+        import yaml
+
+        recipe = yaml.safe_load((REPO / "recipes" / STAGES["stage1"].recipe).read_text(encoding="utf-8"))
+        pairs = (item.split("=", 1) for item in families.recipe_overrides(recipe, self.family))
+        return {**dict(pairs), "image_max_pixels": DEMO_PIXELS}
+
+    def box_format_args(self) -> list:
+        """converters' --box-format for the family, with the pixels training feeds (and the tiny
+        processor's range, via --base-model), so Qwen2.5-VL's pixel boxes are on the trained image."""
+        if self.default_family:
+            return []
+        min_pixels = self.family_overrides().get("image_min_pixels", self.family.image_min_pixels)
+        pixels = ["--image-max-pixels", DEMO_PIXELS, "--image-min-pixels", min_pixels]
+        return ["--box-format", self.family.name, *pixels, "--base-model", self.checkpoint("untrained")]
 
     def make_data(self) -> None:
         from demo.synth import generate
@@ -157,6 +210,7 @@ class Demo:
             + ["--mixture-prefix", "demo", "--stage1-total", p.stage1_total, "--stage2-total", p.stage2_total]
             + ["--traj-sft-size", p.traj_sft_size, "--rl-size", p.rl_size, "--traj-writer", "compact"]
             + ["--seed", self.seed]
+            + self.box_format_args()
         )
         self.write_registry()
 
@@ -178,13 +232,14 @@ class Demo:
         rl = stage == "traj_sft"
         epochs = {"stage1": p.stage1_epochs, "stage2": p.stage2_epochs, "traj_sft": p.traj_epochs}[stage]
         overrides = {
+            **self.family_overrides(),  # first: the demo's own values below win
             # model and data
             "model_name_or_path": self.checkpoint(DEMO_STARTS[stage]),
             "dataset_dir": self.data,
             "dataset": f"demo_{stage}",
             "output_dir": out,
             "tokenized_path": self.saves / f"cache/{stage}_tokenized",
-            "image_max_pixels": 50176,
+            "image_max_pixels": DEMO_PIXELS,
             "cutoff_len": 1024,
             # device: this CPU machine, no DeepSpeed, fp32
             "use_cpu": "true",
@@ -223,7 +278,7 @@ class Demo:
             "dataset_dir": self.data,
             "dataset": "demo_rl",
             "output_dir": out,
-            "image_max_pixels": 50176,
+            "image_max_pixels": DEMO_PIXELS,
             "freeze_vision_tower": "false",
             "use_cpu": "true",
             "bf16": "false",
@@ -242,6 +297,11 @@ class Demo:
             "save_total_limit": 1,
             "seed": self.seed,
         }
+        if not self.default_family:  # the rewards read the family's answers (rl config `family`)
+            min_pixels = self.family_overrides().get("image_min_pixels")
+            overrides.update(
+                family=self.family.name, **({"image_min_pixels": min_pixels} if min_pixels else {})
+            )
         run(
             [self.eval_python, "-m", "rl", "train", REPO / "recipes/grpo.yaml"]
             + [f"{k}={v}" for k, v in overrides.items()]
@@ -268,9 +328,13 @@ class Demo:
         run(
             [self.eval_python, "-m", "eval", "run", "--model", checkpoint, "--bench", self.bench]
             + ["--output-dir", out, "--dtype", "float32", "--label", name]
-            + (THINK_EVAL if name in RL_MODELS else [])
+            + (self.think_eval() if name in RL_MODELS else [])
             + (["--force"] if stale else [])  # the checkpoint was retrained since that run
         )
+
+    def think_eval(self) -> list[str]:
+        """The RL models' eval flags: the think prompt, the answer span read in the family's form."""
+        return THINK_EVAL_JSON if self.family.answer_form == families.JSON_BBOX else THINK_EVAL
 
     def report(self) -> dict:
         runs = [self.outputs / name for name in MODELS]
@@ -288,6 +352,11 @@ class Demo:
         log(f"merged vs untrained Acc@0.5: {gain:+.1f} points; GRPO vs trajectory SFT: {rl_gain:+.2f} points")
         log(f"summary in {self.outputs / 'summary.json'}")
         return summary
+
+
+def tree_name(family: str) -> str:
+    """The demo tree's folder name under data/, saves/ and outputs/: `demo`, or `demo-<family>`."""
+    return "demo" if family == families.DEFAULT_FAMILY else f"demo-{family}"
 
 
 def loss_endpoints(trainer_log: Path) -> dict:
@@ -312,10 +381,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", choices=sorted(PROFILES), default="full")
     parser.add_argument("--eval-python", default=str(REPO / ".venv-eval/bin/python"))
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--family",
+        choices=families.FAMILY_CHOICES,
+        default=families.DEFAULT_FAMILY,
+        help="base-model family of the tiny model (its tree: data/demo-FAMILY, ...; qwen2-vl: data/demo)",
+    )
     args = parser.parse_args(argv)
 
     started = time.time()
-    demo = Demo(args.workdir, PROFILES[args.profile], args.eval_python, args.seed)
+    demo = Demo(args.workdir, PROFILES[args.profile], args.eval_python, args.seed, args.family)
     try:
         demo.claim()
     except DemoError as err:

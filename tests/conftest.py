@@ -82,7 +82,8 @@ def run_main(module: str, args, check: bool = False) -> subprocess.CompletedProc
     import logging
     import signal
 
-    main = importlib.import_module(f"{module}.__main__").main
+    mod = importlib.import_module(module)
+    main = (importlib.import_module(f"{module}.__main__") if hasattr(mod, "__path__") else mod).main
     out, err = io.StringIO(), io.StringIO()
     handlers = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)}
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):

@@ -15,7 +15,9 @@ import subprocess
 import sys
 
 import pytest
+from PIL import Image
 
+import families
 from demo.run import MODELS, PROFILES
 from tests.conftest import REPO, run_in
 
@@ -76,3 +78,84 @@ def test_reduced_demo_runs_end_to_end_and_reuses_its_work(tmp_path, eval_python)
     assert other.returncode == 1, other.stdout + other.stderr  # cli.py: bad input, nothing run
     assert "seed 0 -> 1" in other.stderr and "make clean" in other.stderr
     assert "[demo" not in other.stdout and settings.read_text() == before
+
+
+@pytest.mark.slow
+@pytest.mark.vllm
+def test_reduced_demo_on_qwen25vl_writes_and_scores_pixel_json_answers(tmp_path, eval_python):
+    """`make demo FAMILY=qwen2.5-vl` (smoke profile): the family's JSON pixel answers reach the training
+    data and every eval reads them as Qwen2.5-VL's, in the family's own tree. One family only (CI time)."""
+    args = ["-m", "demo.run", "--workdir", str(tmp_path), "--profile", "smoke", "--family", "qwen2.5-vl"]
+    run_in(sys.executable, [*args, "--eval-python", eval_python], timeout=3000)
+    data, outputs = tmp_path / "data/demo-qwen2.5-vl", tmp_path / "outputs/demo-qwen2.5-vl"
+    assert not (tmp_path / "saves/demo").exists() and not (tmp_path / "data/demo").exists()
+    settings = json.loads((tmp_path / "saves/demo-qwen2.5-vl/demo_settings.json").read_text())
+    assert settings["family"] == "qwen2.5-vl"
+    base = json.loads((tmp_path / "saves/demo-qwen2.5-vl/base/config.json").read_text())
+    assert base["model_type"] == "qwen2_5_vl"
+
+    # The stage-1 mixture answers in JSON bbox_2d, in pixels of its images as training resizes them
+    # (84 x 84 stays, COCO's 105 x 84 becomes 112 x 84); 0-1000 grid numbers (cells of 333) would not fit.
+    mixture = json.loads((data / "mixtures/demo_stage1.json").read_text())
+    n_boxes = 0
+    for rec in mixture:
+        sizes = [Image.open(path).size for path in rec["images"]]
+        resized = [
+            families.training_resized_size(w, h, 50176, 3136, "qwen2.5-vl", 3136, 50176) for w, h in sizes
+        ]
+        for turn in rec["conversations"]:
+            assert "<|box_start|>" not in turn["value"]
+            if turn["from"] == "gpt" and '"bbox_2d"' in turn["value"]:
+                box = families.parse_answer(turn["value"], "qwen2.5-vl").box
+                assert box[2] <= max(w for w, _ in resized) and box[3] <= max(h for _, h in resized), (
+                    box,
+                    sizes,
+                )
+                n_boxes += 1
+    assert n_boxes >= 10
+
+    for name in MODELS:
+        run_json = json.loads((outputs / name / "run.json").read_text())
+        assert run_json["protocol"]["family"] == "qwen2.5-vl", name
+        assert run_json["info"]["coords"] == "resized-pixels", name
+        assert "Qwen2.5-VL" in (outputs / name / "results.md").read_text(), name
+    assert json.loads((outputs / "merged/run.json").read_text())["protocol"]["answer_format"] == "json"
+    assert json.loads((outputs / "grpo/run.json").read_text())["protocol"]["answer_format"] == "think-json"
+    summary = json.loads((outputs / "summary.json").read_text())
+    assert set(MODELS) <= set(summary) and summary["grpo_rewards"]
+
+
+def _demo(workdir, *args) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "demo.run", "--workdir", str(workdir), "--profile", "smoke", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+
+
+def test_a_tree_of_another_family_or_unreadable_settings_is_refused_before_any_step(tmp_path):
+    """The family is a claimed setting: a tree's demo_settings.json without one is Qwen2-VL's (older trees)."""
+    from demo.run import Demo
+
+    qwen2 = Demo(tmp_path, PROFILES["smoke"], "unused").settings()
+    assert "family" not in qwen2  # the qwen2-vl tree's settings file is what it always was
+    tree = tmp_path / "saves/demo-qwen2.5-vl"
+    tree.mkdir(parents=True)
+    (tree / "demo_settings.json").write_text(json.dumps(qwen2))  # a Qwen2-VL tree moved into place
+    refused = _demo(tmp_path, "--family", "qwen2.5-vl")
+    assert refused.returncode == 1, refused.stdout + refused.stderr
+    assert "family qwen2-vl -> qwen2.5-vl" in refused.stderr and "make clean" in refused.stderr
+    assert "[demo" not in refused.stdout and not (tmp_path / "data").exists()
+
+    (tmp_path / "saves/demo").mkdir()
+    (tmp_path / "saves/demo/demo_settings.json").write_text(json.dumps({**qwen2, "seed": 1}))
+    legacy = _demo(tmp_path)  # the default family: only the seed differs, not the (absent) family
+    assert legacy.returncode == 1 and "(seed 1 -> 0)" in legacy.stderr  # and no family change listed
+
+    (tree / "demo_settings.json").write_bytes(b"\xff{")
+    broken = _demo(tmp_path, "--family", "qwen2.5-vl")
+    assert broken.returncode == 1 and "cannot read" in broken.stderr and "demo_settings.json" in broken.stderr
+    assert _demo(tmp_path, "--family", "qwen9-vl").returncode == 2  # argparse: not a family
