@@ -102,7 +102,9 @@ def _add_generation(p) -> None:
         default="always",
         help="append it to every question (script) or only where need_format is true",
     )
-    p.add_argument("--max-new-tokens", type=int, default=128)
+    p.add_argument(
+        "--max-new-tokens", type=int, help="default: 128 (the paper script's); 2048 for a Thinking checkpoint"
+    )
     p.add_argument(
         "--repetition-penalty",
         type=float,

@@ -46,7 +46,9 @@ class RunConfig:
     limit: int | None = None
     format_suffix: str | None = None  # None: the benchmark's default (MIG-Bench: the paper script's)
     format_when: str = "always"
-    max_new_tokens: int = 128
+    max_new_tokens: int | None = (
+        None  # None: DEFAULT_MAX_NEW_TOKENS, or THINKING_MAX_NEW_TOKENS (family_defaults)
+    )
     repetition_penalty: float | None = None  # None: the model's generation_config.json, as the paper's script
     answer_scale: str = "auto"
     coords: str | None = None  # None: the family's convention (Qwen2.5-VL resized-pixels, else grid1000)
@@ -62,12 +64,24 @@ class RunConfig:
     engine: dict = field(default_factory=dict)  # backend options (dtype, device, tensor_parallel, ...)
 
 
+DEFAULT_MAX_NEW_TOKENS = 128  # the paper script's
+# A Thinking checkpoint (Qwen3-VL-*-Thinking) reasons before it answers: 128 tokens would cut the answer off.
+THINKING_MAX_NEW_TOKENS = 2048
+
+
 @dataclass(frozen=True)
 class FamilyChoice:
     """The run's model family and where that came from (for run.json and results.md)."""
 
     family: families.Family
     source: str  # "given", "detected from DIR/config.json", or why the Qwen2-VL default applies
+    thinking: Path | None = None  # the file whose chat template makes the checkpoint a Thinking one
+
+
+def thinking_file(cfg: RunConfig, family: families.Family) -> Path | None:
+    """The local checkpoint's file that makes it a Thinking one (families.training_template), else None."""
+    local = next((Path(p) for p in (cfg.processor, cfg.model) if p and Path(p).is_dir()), None)
+    return None if local is None else families.training_template(local, family)[1]
 
 
 def resolve_family(cfg: RunConfig) -> FamilyChoice:
@@ -96,9 +110,10 @@ def resolve_family(cfg: RunConfig) -> FamilyChoice:
     return FamilyChoice(families.detect_family(local), f"detected from {local / 'config.json'}")
 
 
-def family_defaults(cfg: RunConfig, family: families.Family) -> RunConfig:
+def family_defaults(cfg: RunConfig, family: families.Family, thinking: bool = False) -> RunConfig:
     """cfg with the family's defaults where the command line left a choice open (explicit values win):
-    its format suffix (JSON families: their native request), answer format and coordinate convention."""
+    its format suffix (JSON families: their native request), answer format and coordinate convention,
+    and the generation budget (a Thinking checkpoint's is THINKING_MAX_NEW_TOKENS)."""
     from dataclasses import replace
 
     # A choice benchmark's prompt is its own protocol: no grounding request is appended to it.
@@ -107,7 +122,15 @@ def family_defaults(cfg: RunConfig, family: families.Family) -> RunConfig:
     )
     answer = cfg.answer_format or ("json" if family.answer_form == families.JSON_BBOX else "official")
     coords = cfg.coords or family.box_convention
-    return replace(cfg, family=family.name, format_suffix=suffix, answer_format=answer, coords=coords)
+    budget = cfg.max_new_tokens or (THINKING_MAX_NEW_TOKENS if thinking else DEFAULT_MAX_NEW_TOKENS)
+    return replace(
+        cfg,
+        family=family.name,
+        format_suffix=suffix,
+        answer_format=answer,
+        coords=coords,
+        max_new_tokens=budget,
+    )
 
 
 def convention_text(family_name: str | None, coords: str, source: str | None = None) -> str:
@@ -698,7 +721,10 @@ def run(cfg: RunConfig, argv: list[str] | None = None) -> dict | None:
     """Generate what is missing in cfg.output_dir, then write the reports (unless a DP worker)."""
     benchmark = get_benchmark(cfg.benchmark)
     picked_family = resolve_family(cfg)
-    cfg = family_defaults(cfg, picked_family.family)
+    thinking = thinking_file(cfg, picked_family.family)
+    if thinking is not None:
+        log.info("a Thinking checkpoint (%s): answers are read after its </think>", thinking)
+    cfg = family_defaults(cfg, picked_family.family, thinking is not None)
     if cfg.mode not in MODES:
         raise ValueError(f"unknown mode {cfg.mode!r}; choose from {MODES}")
     if cfg.mode not in benchmark.modes:
@@ -731,7 +757,9 @@ def run(cfg: RunConfig, argv: list[str] | None = None) -> dict | None:
         "family": cfg.family,
         "family_source": picked_family.source,
         "coords": cfg.coords,
-        "convention": convention_text(cfg.family, cfg.coords, picked_family.source),
+        "convention": convention_text(cfg.family, cfg.coords, picked_family.source)
+        + (" Thinking checkpoint: the answer after its </think> is read." if thinking else ""),
+        **({"thinking_template": str(thinking)} if thinking else {}),
     }
     store = RunStore(cfg.output_dir, protocol, info, force=cfg.force and cfg.dp_rank is None)
 

@@ -123,7 +123,7 @@ def _multi_image(base, sources: dict, skipped: dict) -> dict:
         return {}
     from eval.lmms.runner import run_lmms
 
-    opts = dict(base.engine, max_new_tokens=max(base.max_new_tokens, 1024))
+    opts = dict(base.engine, max_new_tokens=max(base.max_new_tokens or 0, 1024))
     summary = run_lmms(base.model, Path(base.output_dir) / "lmms", data, lmms_model, opts, base.limit)
     return {name: {"lmms": entry} for name, entry in summary.items()}
 

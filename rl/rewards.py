@@ -342,14 +342,24 @@ def difficulty_weights(ious: Sequence[float], group_size: int) -> list[float]:
     return out
 
 
+def reopened(completion, opened_think: bool):
+    """The completion as the rules read it: a Thinking chat template's generation prompt already opens
+    `<think>` (Qwen3-VL-*-Thinking), so the model's text starts inside the block; the tag is put back."""
+    if not opened_think:
+        return completion
+    text = completion_text(completion)
+    return text if text is None or text.lstrip().startswith("<think>") else "<think>" + text
+
+
 def reward_functions(
-    profile: str = "mirg", weights=None, family: str = families.DEFAULT_FAMILY
+    profile: str = "mirg", weights=None, family: str = families.DEFAULT_FAMILY, opened_think: bool = False
 ) -> list[Callable[..., list[float]]]:
     """TRL reward functions, one per component, named after it (TRL logs `rewards/<name>/mean`).
 
     Each is f(completions, image_index, box, num_images, resized_sizes=None, **kwargs) -> [weight *
     component value]; the columns come from the RL dataset, one entry per completion (TRL repeats them
     per generation). `resized_sizes` is read for Qwen2.5-VL only (a missing column is refused there).
+    `opened_think`: the chat template's generation prompt opens `<think>` (see `reopened`).
     """
     prof = get_profile(profile)
     fam = families.get_family(family)
@@ -366,7 +376,13 @@ def reward_functions(
             return [
                 weight
                 * score(
-                    c, image_index=i, box=b, num_images=k, profile=prof.name, family=fam.name, resized_sizes=z
+                    reopened(c, opened_think),
+                    image_index=i,
+                    box=b,
+                    num_images=k,
+                    profile=prof.name,
+                    family=fam.name,
+                    resized_sizes=z,
                 )[name]
                 for c, i, b, k, z in zip(completions, image_index, box, num_images, sizes, strict=True)
             ]

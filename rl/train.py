@@ -17,6 +17,7 @@ import json
 import logging
 from pathlib import Path
 
+import families
 from atomicio import atomic_write_text
 from rl.config import ConfigError, load_recipe, split_config
 from rl.data import RLDataError, build_dataset, load_examples, resolve_dataset
@@ -88,8 +89,14 @@ def train(recipe: str | Path, overrides: list[str]) -> dict:
     log.info("frozen %(frozen)d tensors, %(trainable)d trainable", counts)
     processor = load_processor(rl_args.model_name_or_path, rl_args.image_max_pixels, rl_args.image_min_pixels)
 
-    # raw values (TRL applies the weights), read in the family's answer form
-    funcs = reward_functions(profile.name, [1.0] * len(profile.names), family=rl_args.family)
+    # raw values (TRL applies the weights), read in the family's answer form; a Thinking checkpoint's
+    # prompt already opens <think>, so its completions are read with the tag put back
+    thinking = families.training_template(rl_args.model_name_or_path, rl_args.family)[1]
+    if thinking is not None:
+        log.info("a Thinking checkpoint (%s): completions start inside <think>", thinking)
+    funcs = reward_functions(
+        profile.name, [1.0] * len(profile.names), family=rl_args.family, opened_think=thinking is not None
+    )
     trainer = PackGRPOTrainer(
         model=model,
         reward_funcs=funcs,

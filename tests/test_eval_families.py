@@ -404,3 +404,28 @@ def test_eval_score_takes_the_coords_run_json_records_and_refuses_a_bad_one(tmp_
         assert score_file(preds, tmp_path / "c", coords="resized-pixels", force=True)["average"][
             "miou"
         ] == pytest.approx(100)
+
+
+def test_a_thinking_checkpoint_gets_the_thinking_budget_and_says_so(tmp_path):
+    """Qwen3-VL Thinking and Instruct share model_type; the chat template tells them apart, and a Thinking
+    one is given room to reason (2048 new tokens unless --max-new-tokens says otherwise)."""
+    from eval.runner import RunConfig, family_defaults, resolve_family, thinking_file
+    from tests.test_families_data import THINKING_TEMPLATE, _model
+
+    thinking = _model(tmp_path / "Qwen3-VL-8B-Thinking", "qwen3_vl", THINKING_TEMPLATE, where="jinja")
+    instruct = _model(tmp_path / "Qwen3-VL-8B-Instruct", "qwen3_vl", "{{ messages }}", where="jinja")
+    budgets = {}
+    for name, model, asked in (
+        ("thinking", thinking, None),
+        ("instruct", instruct, None),
+        ("asked", thinking, 64),
+    ):
+        cfg = RunConfig(model=str(model), bench="", output_dir=str(tmp_path / name), max_new_tokens=asked)
+        fam = resolve_family(cfg).family
+        found = thinking_file(cfg, fam)
+        budgets[name] = (family_defaults(cfg, fam, found is not None).max_new_tokens, found)
+    assert budgets["thinking"] == (2048, thinking / "chat_template.jinja")
+    assert budgets["instruct"] == (128, None) and budgets["asked"][0] == 64
+    # the same answer is read after the think block, and only there
+    text = '<think>maybe {"bbox_2d": [1, 2, 3, 4]}</think>{"bbox_2d": [100, 200, 300, 400]}'
+    assert families.parse_answer(text, "qwen3-vl").box == (100, 200, 300, 400)

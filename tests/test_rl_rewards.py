@@ -714,3 +714,19 @@ def test_rl_records_of_another_family_are_refused_and_sizes_kept(tmp_path):
     assert to_example({**rec25, "resized_sizes": [[56, 84]]}, "qwen2.5-vl")["resized_sizes"] == [[56, 84]]
     with pytest.raises(ValueError, match="box_format"):
         to_example(rec25, "qwen2-vl")
+
+
+def test_a_thinking_template_opens_the_think_block_for_the_completion():
+    """Qwen3-VL-*-Thinking's generation prompt ends in `<think>`, so a completion starts inside it: the
+    format reward must read it with the tag put back, and a completion that repeats it is left as is."""
+    from rl.rewards import reward_functions
+
+    inside = 'look at Image-2</think><answer>Image-2 {"bbox_2d": [100, 100, 500, 500]}</answer>'
+    cols = {"image_index": [1, 1], "box": [[100, 100, 500, 500]] * 2, "num_images": [2, 2]}
+    plain = {f.__name__: f([inside, "<think>" + inside], **cols) for f in reward_functions(family="qwen3-vl")}
+    opened = {
+        f.__name__: f([inside, "<think>" + inside], **cols)
+        for f in reward_functions(family="qwen3-vl", opened_think=True)
+    }
+    assert plain["format"][0] == 0.0 and plain["format"][1] == 1.0
+    assert opened["format"] == [1.0, 1.0] and opened["iou"] == plain["iou"]
