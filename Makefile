@@ -86,7 +86,7 @@ setup-flash-attn: $(TRAIN_STAMP) ## (CUDA only) build flash-attn 2 into .venv
 
 # ---- checks ----------------------------------------------------------------------------
 test: setup ## run the test suite (trains and evaluates tiny models on the CPU)
-	$(TRAIN_PY) -m pytest -q -ra tests
+	$(TRAIN_PY) -m pytest -q -ra --durations=30 tests
 
 test-unit: | $(TRAIN_PY) ## the fast tests: no model, no LLaMA-Factory, no vLLM (markers in pyproject.toml)
 	$(TRAIN_PY) -m pytest -q -ra --durations=5 -m "not slow and not vllm and not train" tests
