@@ -144,14 +144,13 @@ class Benchmark:
             from eval.choice import accuracy
 
             metrics = accuracy(records, self.task_names, self.open_tasks)
-            tasks = metrics["tasks"]
-            metrics["groups"] = {}
+            tasks, groups = metrics["tasks"], {}
             for g in self.groups:
-                accs = [tasks[t.name]["accuracy"] for t in self.tasks if t.group == g and t.name in tasks]
-                if accs:
-                    n = sum(tasks[t.name]["n"] for t in self.tasks if t.group == g and t.name in tasks)
-                    metrics["groups"][g] = {"n": n, "accuracy": round(sum(accs) / len(accs), 4)}
-            return {"tasks": tasks, "groups": metrics["groups"], "average": metrics["average"]}
+                members = [tasks[t.name] for t in self.tasks if t.group == g and t.name in tasks]
+                if members:
+                    mean = round(sum(m["accuracy"] for m in members) / len(members), 4)
+                    groups[g] = {"n": sum(m["n"] for m in members), "accuracy": mean}
+            return {"tasks": tasks, "groups": groups, "average": metrics["average"]}
         by_task: dict[str, list[float]] = {}
         for rec in records:
             by_task.setdefault(rec["task"], []).append(float(rec.get("iou") or 0.0))

@@ -78,9 +78,14 @@ class FamilyChoice:
     thinking: Path | None = None  # the file whose chat template makes the checkpoint a Thinking one
 
 
+def local_checkpoint(cfg: RunConfig) -> Path | None:
+    """The local folder to read the model's files from: --processor, else --model (None: neither is one)."""
+    return next((Path(p) for p in (cfg.processor, cfg.model) if p and Path(p).is_dir()), None)
+
+
 def thinking_file(cfg: RunConfig, family: families.Family) -> Path | None:
     """The local checkpoint's file that makes it a Thinking one (families.training_template), else None."""
-    local = next((Path(p) for p in (cfg.processor, cfg.model) if p and Path(p).is_dir()), None)
+    local = local_checkpoint(cfg)
     return None if local is None else families.training_template(local, family)[1]
 
 
@@ -93,7 +98,7 @@ def resolve_family(cfg: RunConfig) -> FamilyChoice:
     """
     if cfg.family != "auto":
         return FamilyChoice(families.get_family(cfg.family), "given")
-    local = next((Path(p) for p in (cfg.processor, cfg.model) if p and Path(p).is_dir()), None)
+    local = local_checkpoint(cfg)
     if local is None:
         why = "a served model" if cfg.backend == "openai" else f"{cfg.model} is not a local folder"
         log.info("model family: %s; reading it as Qwen2-VL (pass --family to say otherwise)", why)
