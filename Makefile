@@ -85,11 +85,16 @@ setup-flash-attn: $(TRAIN_STAMP) ## (CUDA only) build flash-attn 2 into .venv
 	$(VENV)/bin/pip install -q flash-attn==2.8.3 --no-build-isolation
 
 # ---- checks ----------------------------------------------------------------------------
+# Both write bytecode even where PYTHONDONTWRITEBYTECODE is set: pytest then keeps its rewritten test
+# modules, and every CLI a test starts loads this repo's modules compiled (collection 10.8 s -> 3.8 s).
+test test-unit: export PYTHONDONTWRITEBYTECODE :=
+
 test: setup ## run the test suite (trains and evaluates tiny models on the CPU)
 	$(TRAIN_PY) -m pytest -q -ra --durations=30 tests
 
+# One pytest worker per core (pytest-xdist), when the existing .venv has it.
 test-unit: | $(TRAIN_PY) ## the fast tests: no model, no LLaMA-Factory, no vLLM (markers in pyproject.toml)
-	$(TRAIN_PY) -m pytest -q -ra --durations=5 -m "not slow and not vllm and not train" tests
+	$(TRAIN_PY) -m pytest -q -ra --durations=5 $$($(TRAIN_PY) -c "import xdist" 2>/dev/null && echo --numprocesses=auto) -m "not slow and not vllm and not train" tests
 
 # test-unit needs .venv to exist, not to be reinstalled first after an edit of requirements/ or pyproject.toml.
 $(TRAIN_PY):

@@ -77,16 +77,23 @@ def _big_mgrounding(root: Path, n: int) -> Path:
         ],
     }
     path = root / "big.json"
+    head, tail = json.dumps(record).split('"id": "r"')  # one encoding, n ids
     with open(path, "w", encoding="utf-8") as handle:
         handle.write("[\n")
-        handle.write(",\n".join(json.dumps({**record, "id": f"r{i}"}) for i in range(n)))
+        handle.write(",\n".join(f'{head}"id": "r{i}"{tail}' for i in range(n)))
         handle.write("\n]\n")
     return path
 
 
+@pytest.fixture(scope="module")
+def big_input(tmp_path_factory) -> Path:
+    """150,000 records (enough to be mid-way when the signal lands), written once for the three signals."""
+    return _big_mgrounding(tmp_path_factory.mktemp("big"), 150_000)
+
+
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP, signal.SIGINT])
-def test_a_signal_during_a_conversion_leaves_no_temporary_file(tmp_path, signum):
-    big = _big_mgrounding(tmp_path, 150_000)
+def test_a_signal_during_a_conversion_leaves_no_temporary_file(tmp_path, signum, big_input):
+    big = big_input
     out_dir = tmp_path / "out"
     out_dir.mkdir()
     cmd = [
@@ -97,7 +104,7 @@ def test_a_signal_during_a_conversion_leaves_no_temporary_file(tmp_path, signum)
         "--input",
         str(big),
         "--image-root",
-        str(tmp_path),
+        str(big.parent),
     ]
     cmd += ["--output", str(out_dir / "o.json"), "--report", str(out_dir / "r.json")]
     proc = subprocess.Popen(

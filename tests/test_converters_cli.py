@@ -102,10 +102,9 @@ def test_ctrl_c_exits_130_and_leaves_no_temporary_file(tmp_path):
         "images": [],
         "conversations": [{"from": "human", "value": "q " * 40}, {"from": "gpt", "value": "a " * 40}],
     }
+    head, tail = json.dumps(record).split('"id": "x"')  # one encoding, many ids
     with open(src, "w", encoding="utf-8") as handle:  # enough records to be mid-way when the signal lands
-        handle.write(
-            "[\n" + ",\n".join(json.dumps({**record, "id": f"r{i}"}) for i in range(300_000)) + "\n]\n"
-        )
+        handle.write("[\n" + ",\n".join(f'{head}"id": "r{i}"{tail}' for i in range(300_000)) + "\n]\n")
     out = tmp_path / "out"
     out.mkdir()
     proc = subprocess.Popen(

@@ -160,12 +160,18 @@ def test_output_inside_an_input_folder_is_refused(tmp_path):
     assert sorted(p.name for p in b.iterdir()) == ["config.json", "model.safetensors"]
 
 
-@pytest.mark.parametrize("signum", [signal.SIGHUP, signal.SIGINT, signal.SIGTERM])
-def test_signal_during_a_merge_leaves_no_temporary_folder(tmp_path, signum):
+@pytest.fixture(scope="module")
+def big_pair(tmp_path_factory) -> tuple[Path, Path]:
+    """Two 96 MB models (24 tensors, twelve 8 MB shards to merge), written once for the three signals."""
+    root = tmp_path_factory.mktemp("big")
     rng = np.random.default_rng(0)
     big = {f"w{i}": rng.standard_normal(1 << 20).astype(np.float32) for i in range(24)}
-    a = model(tmp_path / "a", **big)
-    b = model(tmp_path / "b", **{k: v + 1 for k, v in big.items()})
+    return model(root / "a", **big), model(root / "b", **{k: v + 1 for k, v in big.items()})
+
+
+@pytest.mark.parametrize("signum", [signal.SIGHUP, signal.SIGINT, signal.SIGTERM])
+def test_signal_during_a_merge_leaves_no_temporary_folder(tmp_path, signum, big_pair):
+    a, b = big_pair
     before = {p.name for p in tmp_path.iterdir()}
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     args = [

@@ -128,7 +128,7 @@ def test_dare_linear_drops_and_l1_rescales(tmp_path):
     plan = build_plan(
         [m1], method="dare_linear", base=base, weights=[1.0], params={"density": 0.3, "random_seed": 7}
     )
-    out = run(plan, tmp_path / "out", chunk_elements=3000)["w"]
+    out = run(plan, tmp_path / "out", chunk_elements=3000)["w"]  # 7 chunks, the last one short
     d = (base_w + delta).astype(np.float32) - base_w  # the task vector as stored
     kept = out != base_w
     assert 0.28 < kept.mean() < 0.32  # Bernoulli(0.3)
@@ -138,7 +138,7 @@ def test_dare_linear_drops_and_l1_rescales(tmp_path):
     again = build_plan([m1], method="dare_linear", base=base, params={"density": 0.3, "random_seed": 7})
     np.testing.assert_array_equal(run(again, tmp_path / "again", chunk_elements=1 << 20, threads=1)["w"], out)
     other = build_plan([m1], method="dare_linear", base=base, params={"density": 0.3, "random_seed": 8})
-    assert (run(other, tmp_path / "other")["w"] != out).any()
+    assert (run(other, tmp_path / "other", chunk_elements=3000)["w"] != out).any()
 
 
 def test_dare_ties_consensus_on_the_seeded_mask(tmp_path):
@@ -502,7 +502,11 @@ def test_breadcrumbs_ties_without_outliers_is_ties(tmp_path):
     common = {"density": 0.3, "normalize": True}
     ties = build_plan(models, method="ties", base=base, params=common)
     crumbs = build_plan(models, method="breadcrumbs_ties", base=base, params={**common, "gamma": 0.0})
-    np.testing.assert_array_equal(run(ties, tmp_path / "ties")["w"], run(crumbs, tmp_path / "crumbs")["w"])
+    out = {
+        name: run(plan, tmp_path / name, chunk_elements=700)["w"]
+        for name, plan in (("t", ties), ("c", crumbs))
+    }
+    np.testing.assert_array_equal(out["t"], out["c"])
 
 
 def test_breadcrumbs_mergekit_yaml_through_the_cli_and_replay(tmp_path):

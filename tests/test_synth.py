@@ -27,8 +27,8 @@ from PIL import Image
 from atomicio import OutputExistsError
 from demo import synth
 from demo.synth_draw import COLORS, MARKER
+from tests.conftest import REPO, run_main
 
-REPO = Path(__file__).resolve().parents[1]
 SMALL = {"stage1": 120, "free_form": 60, "general": 30, "bench": 70, "image_size": 84}
 MIG_TASKS = {
     "diff",
@@ -178,21 +178,17 @@ def _png(image: Image.Image) -> bytes:
 
 
 def test_same_seed_gives_byte_identical_files_and_another_seed_does_not(tmp_path, root):
+    # seed 0 again, in another process with another string-hash seed: no dependence on set/dict order
     again = tmp_path / "again"
-    synth.generate(again, seed=0, progress=False, **SMALL)
-    first, second = _files(root), _files(again)
-    assert first.keys() == second.keys()
-    differing = [name for name in first if first[name] != second[name]]
-    assert not differing, f"files differ between two runs with seed 0: {differing[:5]}"
-
-    # another process with another string-hash seed: no dependence on set/dict iteration order
-    elsewhere = tmp_path / "elsewhere"
-    args = [sys.executable, "-m", "demo.synth", "--out", str(elsewhere), "--quiet"]
+    args = [sys.executable, "-m", "demo.synth", "--out", str(again), "--quiet"]
     args += [f"--{k.replace('_', '-')}={v}" for k, v in SMALL.items()]
     env = {**os.environ, "PYTHONHASHSEED": "12345"}
     run = subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True)
     assert run.returncode == 0, run.stderr
-    assert _files(elsewhere) == first
+    first, second = _files(root), _files(again)
+    assert first.keys() == second.keys()
+    differing = [name for name in first if first[name] != second[name]]
+    assert not differing, f"files differ between two runs with seed 0: {differing[:5]}"
 
     other = tmp_path / "other"
     synth.generate(other, seed=1, progress=False, **SMALL)
@@ -497,9 +493,9 @@ def test_cli(tmp_path):
     assert run.returncode == 0, run.stderr
     assert "MIG-Bench/MIG_data.json" in run.stdout
     assert Image.open(next((out / "MIG-Bench" / "images").rglob("*.png"))).size == (112, 112)
-    again = subprocess.run(args, cwd=REPO, capture_output=True, text=True)
+    again = run_main("demo.synth", args[3:])  # the rest in this process (the same main())
     assert again.returncode == 0 and "up to date" in again.stdout
-    bad = subprocess.run([*args[:-2], "--image-size", "20"], cwd=REPO, capture_output=True, text=True)
+    bad = run_main("demo.synth", [*args[3:-2], "--image-size", "20"])
     assert bad.returncode == 2 and "--image-size" in bad.stderr
 
 

@@ -25,6 +25,17 @@ def _on_cpu(device: str) -> bool:
     return current_platform.is_cpu()
 
 
+def one_process_on_cpu(env: dict, device: str = "auto", tensor_parallel: int = 1) -> None:
+    """Run vLLM's engine core and worker inside the calling process on the CPU (set in `env`).
+
+    Why: each would otherwise start a Python that imports vLLM again. Measured here on a tiny
+    Qwen2.5-VL, 40 prompts: 71 s -> 26 s, byte-identical predictions. An explicit
+    VLLM_ENABLE_V1_MULTIPROCESSING is kept; tensor parallelism needs the processes.
+    """
+    if tensor_parallel == 1 and _on_cpu(device):
+        env.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+
+
 class VLLMBackend:
     name = "vllm"
 
@@ -44,8 +55,11 @@ class VLLMBackend:
         seed: int = 0,
         **_ignored,
     ):
-        from transformers import AutoProcessor
+        # vLLM first: outside .venv-eval this fails at once, before transformers takes seconds to load.
         from vllm import LLM, SamplingParams
+
+        # isort: split
+        from transformers import AutoProcessor
 
         cpu = _on_cpu(device)
         kwargs: dict = {}
@@ -63,6 +77,7 @@ class VLLMBackend:
                 os.environ.pop("VLLM_CPU_KVCACHE_SPACE", None)
             kwargs["kv_cache_memory_bytes"] = int(gb * GiB)
             kwargs["gpu_memory_utilization"] = min(gpu_memory_utilization, 0.3)
+            one_process_on_cpu(os.environ, device, tensor_parallel)
         else:
             kwargs["gpu_memory_utilization"] = gpu_memory_utilization
             if kv_cache_gb is not None:

@@ -131,6 +131,10 @@ def run_lmms(
     if limit:
         cmd += ["--limit", str(limit)]
     env = {**os.environ, "HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    if lmms_model == "vllm":
+        from eval.backends.vllm_backend import one_process_on_cpu
+
+        one_process_on_cpu(env, opts.get("device", "auto"), opts.get("tensor_parallel", 1))
     log.info("lmms-eval: %s", " ".join(cmd))
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
     atomic_write_text(
