@@ -9,7 +9,6 @@ Qwen2-VL's 0-1000 grid (pixels / image size * 1000, rounded, clamped).
 from __future__ import annotations
 
 import io
-import json
 import math
 import os
 import pickle
@@ -21,6 +20,7 @@ from typing import Any
 from tqdm import tqdm
 
 from grounding import REF_END, REF_START, box_tokens, pixel_box_to_grid
+from jsonfile import read_json
 
 from .convert import SourceReject, convert
 from .records import Rejected, make_resolver
@@ -134,21 +134,7 @@ def load_instances(path: str | os.PathLike) -> dict:
 
     Why here: the converter and the RefCOCO benchmark (eval/benchmarks/refcoco.py) read one layout.
     """
-    try:
-        with open(path, encoding="utf-8") as handle:
-            instances = json.load(handle)
-    except OSError as err:
-        raise ValueError(f"cannot read {path}: {err}") from None
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{path}: invalid JSON: {err}") from None
-    except (ValueError, RecursionError) as err:  # not UTF-8, too deep, an integer over the digit limit
-        raise ValueError(f"{path}: cannot be read as JSON: {type(err).__name__}: {err}") from None
-    if not isinstance(instances, dict):
-        raise ValueError(
-            f"{path}: holds a JSON {type(instances).__name__}; expected a COCO object "
-            "with `images` and `annotations`"
-        )
-    return instances
+    return read_json(path, dict, "a COCO object with `images` and `annotations`")
 
 
 def images_and_annotations(instances: dict, notes: list[str] | None = None) -> tuple[dict, dict]:

@@ -9,7 +9,6 @@ path that leaves --image-dir is refused for that image (the annotation file is u
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -17,6 +16,7 @@ from collections import Counter
 from dataclasses import dataclass
 
 from grounding import on_grid, pixel_box_to_grid
+from jsonfile import JSONFileError, read_json
 
 log = logging.getLogger(__name__)
 
@@ -66,10 +66,9 @@ def load_detections(
 ) -> list[DetImage]:
     """Usable images (with at least one usable box), in the file's order; `rejects` counts the rest."""
     try:
-        with open(annotations, encoding="utf-8") as f:
-            data = json.load(f)
-    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as err:
-        raise DetectionsError(f"--detections {annotations}: cannot read it as JSON: {err}") from None
+        data = read_json(annotations)
+    except JSONFileError as err:
+        raise DetectionsError(f"--detections: {err}") from None
     if not isinstance(data, dict) or not all(
         isinstance(data.get(k), list) for k in ("images", "annotations")
     ):

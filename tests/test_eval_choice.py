@@ -162,7 +162,7 @@ def test_mibench_layout_errors_name_the_file(tmp_path):
     with pytest.raises(BenchError, match="multi_image_instruction.json holds a JSON dict"):
         get_benchmark("mibench").load(tmp_path)
     (tmp_path / "multi_image_instruction.json").write_text("[{")
-    with pytest.raises(BenchError, match="is not valid JSON"):
+    with pytest.raises(BenchError, match="invalid JSON"):
         get_benchmark("mibench").load(tmp_path)
     (tmp_path / "multi_image_instruction.json").write_text(
         json.dumps([3, {"task": "x"}, {"task": "logical_reasoning"}])

@@ -10,13 +10,13 @@ read at all stops the run naming the file. Each benchmark module says only how o
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from eval.benchmark import Bench, BenchError, Instance, Problem, sha256_of, text_problem
+from jsonfile import JSONFileError, read_json
 
 MAX_OPTIONS = 26  # lettered A-Z
 
@@ -35,15 +35,9 @@ class ChoiceRecord:
 def read_list(path: Path) -> list:
     """A JSON file holding a list of records; BenchError naming the file when it is not one."""
     try:
-        with open(path, encoding="utf-8") as handle:
-            data = json.load(handle)
-    except OSError as err:
-        raise BenchError(f"cannot read {path}: {err}") from None
-    except (ValueError, RecursionError) as err:
-        raise BenchError(f"{path} is not valid JSON: {type(err).__name__}: {err}") from None
-    if not isinstance(data, list):
-        raise BenchError(f"{path} holds a JSON {type(data).__name__}; expected a list of records")
-    return data
+        return read_json(path, list, "a list of records")
+    except JSONFileError as err:
+        raise BenchError(str(err)) from None
 
 
 def relative_parts(raw: str) -> tuple[str, ...]:
