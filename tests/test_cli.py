@@ -277,7 +277,7 @@ def test_make_test_unit_runs_the_unit_markers():
     )  # `make test` runs everything
 
 
-HEAVY_FIXTURES = {"tiny_model", "eval_python"}  # tests/conftest.py: a model built with transformers; vLLM
+HEAVY_FIXTURES = {"tiny_model", "eval_python", "server"}  # tests/conftest.py: a transformers model; vLLM
 HEAVY_MODULES = {"llamafactory", "transformers", "vllm", "trl", "deepspeed"}
 EXCLUDING = {"slow", "vllm", "train"}
 

@@ -17,7 +17,6 @@ import pytest
 from datagen.parsing import REASONS
 from tests.conftest import REPO
 from tests.test_datagen_pipeline import ff_args, make_detections
-from tests.test_eval_openai import server  # noqa: F401 (the module-scoped vLLM server fixture)
 
 pytestmark = [pytest.mark.slow, pytest.mark.vllm]
 
@@ -28,7 +27,7 @@ def run_datagen(args):
     )
 
 
-def test_freeform_through_vllm_rejects_garbage_and_reruns_from_cache(server, tiny_model, tmp_path):  # noqa: F811
+def test_freeform_through_vllm_rejects_garbage_and_reruns_from_cache(server, tiny_model, tmp_path):
     det = make_detections(tmp_path / "det", n=8)
     out = tmp_path / "out"
     args = ff_args(det, out, server, "--max-tokens", "24", "--concurrency", "4")
@@ -56,7 +55,7 @@ def test_freeform_through_vllm_rejects_garbage_and_reruns_from_cache(server, tin
     assert {k: again[k]["rejects"] for k in again} == {k: steps[k]["rejects"] for k in steps}
 
 
-def test_trajectories_through_vllm_reject_garbage_and_rerun_from_cache(server, tiny_model, tmp_path):  # noqa: F811
+def test_trajectories_through_vllm_reject_garbage_and_rerun_from_cache(server, tiny_model, tmp_path):
     """MIRG-RL's trajectory pipeline against the same real server: every CoT of a random model is
     rejected with a reason of the table, nothing is written, and a rerun asks nothing new."""
     from converters.trajectories import PROMPT_SUFFIX

