@@ -132,9 +132,11 @@ def run_lmms(
         cmd += ["--limit", str(limit)]
     env = {**os.environ, "HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     if lmms_model == "vllm":
-        from eval.backends.vllm_backend import one_process_on_cpu
+        from eval.backends.vllm_backend import cpu_build_installed, one_process_on_cpu
 
-        one_process_on_cpu(env, opts.get("device", "auto"), opts.get("tensor_parallel", 1))
+        device = opts.get("device", "auto")
+        cpu = device == "cpu" or (device == "auto" and cpu_build_installed())
+        one_process_on_cpu(env, cpu, opts.get("tensor_parallel", 1))
     log.info("lmms-eval: %s", " ".join(cmd))
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
     atomic_write_text(

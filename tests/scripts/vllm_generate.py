@@ -32,9 +32,9 @@ def main() -> None:
     from transformers import AutoProcessor
     from vllm import LLM, SamplingParams
 
-    from eval.backends.vllm_backend import one_process_on_cpu
+    from eval.backends.vllm_backend import cpu_build_installed, one_process_on_cpu
 
-    one_process_on_cpu(os.environ)  # as eval's backend runs it (about 40 s less per run here)
+    one_process_on_cpu(os.environ, cpu_build_installed())  # as eval's backend runs it (about 40 s less here)
     processor = AutoProcessor.from_pretrained(args.model)
     content = [{"type": "image"}] * args.images + [{"type": "text", "text": "Where is the red square?"}]
     prompt = processor.apply_chat_template(
