@@ -131,13 +131,15 @@ batch_split = $(shell $(PYTHON) scripts/global_batch.py --global-batch $(1) --wo
 LAUNCH = $(if $(filter cuda,$(DEVICE)),FORCE_TORCHRUN=1 NPROC_PER_NODE=$(NGPUS) NNODES=$(NNODES) NODE_RANK=$(NODE_RANK) MASTER_ADDR=$(MASTER_ADDR) MASTER_PORT=$(MASTER_PORT),)
 CPU_ARGS = $(if $(filter cpu,$(DEVICE)),use_cpu=true bf16=false deepspeed=null,)
 # train_stage(recipe, overrides, global batch, model whose family decides the template and pixel budget;
-# a Qwen2-VL model gets no extra override, so its command line is the recipe's own)
+# a Qwen2-VL model gets no extra override, so its command line is the recipe's own). The trained folder then
+# records the pixel budget it was trained with (image_budget.json), which eval feeds by default.
 define train_stage
 	@split="$(call batch_split,$(3))"; test -n "$$split" || exit 2; set -- $$split; \
 	echo "global batch $(3) = $$1 per device x $$2 accumulation x $$(( $(NGPUS) * $(NNODES) )) $(if $(filter cuda,$(DEVICE)),GPUs,CPU process)"; \
 	fam=$$($(TRAIN_PY) -m families train-args $(1) --model $(4) $(family_flags)) || exit 2; \
 	tok=$$($(TRAIN_PY) scripts/tokenized_path.py $(1) $(2) $$fam $(CPU_ARGS) $(TRAIN_ARGS)) || exit 2; \
-	$(LAUNCH) $(VENV)/bin/llamafactory-cli train $(1) per_device_train_batch_size=$$1 gradient_accumulation_steps=$$2 $(2) $$fam $(CPU_ARGS) $(TRAIN_ARGS) $$tok
+	$(LAUNCH) $(VENV)/bin/llamafactory-cli train $(1) per_device_train_batch_size=$$1 gradient_accumulation_steps=$$2 $(2) $$fam $(CPU_ARGS) $(TRAIN_ARGS) $$tok \
+		&& $(TRAIN_PY) -m families record-budget $(1) $(2) $$fam $(TRAIN_ARGS) $(family_flags)
 endef
 # GRPO: `accelerate launch` over the GPUs (DeepSpeed ZeRO-3 from the recipe), one process on the CPU.
 RL_LAUNCH = $(if $(filter cuda,$(DEVICE)),$(VENV_EVAL)/bin/accelerate launch --num_processes $$(( $(NGPUS) * $(NNODES) )) --num_machines $(NNODES) --machine_rank $(NODE_RANK) --main_process_ip $(MASTER_ADDR) --main_process_port $(MASTER_PORT) -m rl,$(EVAL_PY) -m rl)

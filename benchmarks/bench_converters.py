@@ -32,7 +32,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from converters.streaming import iter_json_records  # noqa: E402
+from core.streaming import iter_json_records  # noqa: E402
 
 QUESTIONS = (
     "Give the bounding box of the region this sentence refers to: <|object_ref_start|>{}<|object_ref_end|>.",

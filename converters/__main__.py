@@ -1,4 +1,4 @@
-"""Command line: `python -m converters <source>|mix|trajectories|all|registry`.
+"""Command line: `python -m converters <source>|mix|trajectories|all|preview|registry`.
 
 The source subcommands (mgrounding, refcoco, llava-onevision, m4-instruct, groma) come from the
 sources table (sources.py). Exit codes are cli.py's: 0 done; 1 bad input or a refused output (the
@@ -15,12 +15,14 @@ import sys
 from functools import partial
 from pathlib import Path
 
-from atomicio import atomic_write_text, ensure_distinct_paths, exit_on_signals, refuse_existing
-from cli import EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_OK, EXIT_PARTIAL, fail, prog_name, setup_logging
+from core.atomicio import atomic_write_text, ensure_distinct_paths, exit_on_signals, refuse_existing
+from core.cli import EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_OK, EXIT_PARTIAL, fail, prog_name, setup_logging
+from core.stages import mixture_stages
+from core.streaming import InvalidJSONError
 from families import FAMILY_CHOICES
-from stages import mixture_stages
 
 from . import sources as source_table
+from .answer_styles import ANSWER_STYLES, DEFAULT_STYLE
 from .boxformat import DEFAULT as DEFAULT_BOX_FORMAT
 from .boxformat import make_box_format
 from .composition import DEFAULT_PATH as DEFAULT_MIXTURES
@@ -28,10 +30,11 @@ from .composition import CompositionError, load_composition
 from .convert import write_report
 from .mixture import MixtureError, build_mixtures, format_report
 from .pipeline import RunResult, run_all
+from .preview import DEFAULT_LIMIT as PREVIEW_LIMIT
+from .preview import write_preview
 from .registry import dataset_info_text
 from .report import RejectRateExceeded
 from .sources import Converter
-from .streaming import InvalidJSONError
 from .trajectories import DEFAULT_SIZES as TRAJ_SIZES
 from .trajectories import WRITERS as TRAJ_WRITERS
 from .trajectories import build_trajectories
@@ -163,6 +166,13 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     )
     p.add_argument("--rl-size", type=int, default=TRAJ_SIZES["rl"], help="RL samples (default 7000)")
     p.add_argument("--writer", choices=sorted(TRAJ_WRITERS), default="template", help="reasoning phrasings")
+    p.add_argument(
+        "--answer-style",
+        choices=sorted(ANSWER_STYLES),
+        default=DEFAULT_STYLE,
+        help="mirg: [N-M] trajectories, one target per sample (default); mgthinker: <think> in words, "
+        '<answer>[{"image_id", "bbox_2d", "label"}...]</answer> with every target of a turn',
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--rejects", type=Path, help="default OUTPUT_DIR/mg_trajectories.rejects.jsonl")
     p.add_argument("--report", type=Path, help="default OUTPUT_DIR/mg_trajectories.report.json")
@@ -191,6 +201,29 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     )
     _box_format_options(p)
     p.set_defaults(handler=_all)
+
+    p = sub.add_parser(
+        "preview", help="converted records on their images, boxes drawn (HTML pages, no server)"
+    )
+    p.add_argument("data", type=Path, help="a converted ShareGPT file (.json or .jsonl)")
+    p.add_argument(
+        "--limit", type=_count, default=PREVIEW_LIMIT, help="first N records (default %(default)s)"
+    )
+    p.add_argument("--all", action="store_true", help="every record (no --limit)")
+    p.add_argument("--output-dir", type=Path, help="default: DATA's folder, DATA_NAME.preview/")
+    p.add_argument(
+        "--report", type=Path, help="the converter report recording the box format (default: found)"
+    )
+    p.add_argument(
+        "--box-format",
+        choices=FAMILY_CHOICES,
+        help="the family the records are written for (default: what the converter report records)",
+    )
+    p.add_argument("--image-max-pixels", type=_pixels, help="with --box-format qwen2.5-vl: training's budget")
+    p.add_argument("--image-min-pixels", type=_pixels)
+    p.add_argument("--base-model", type=Path, help="with --box-format: its processor's pixel range")
+    p.add_argument("--page-size", type=_count, default=200)
+    p.set_defaults(handler=_preview)
 
     p = sub.add_parser("registry", help="write (or --check) the repository's dataset_info.json")
     p.add_argument("--output", type=Path, default=Path("dataset_info.json"))
@@ -242,6 +275,7 @@ def _trajectories(args: argparse.Namespace) -> int:
     out_dir = args.output_dir or args.sharegpt_dir
     report_path = args.report or out_dir / "mg_trajectories.report.json"
     refuse_existing(report_path, args.force, "report")
+    style = ANSWER_STYLES[args.answer_style]
     report = build_trajectories(
         args.sharegpt_dir,
         out_dir,
@@ -250,9 +284,10 @@ def _trajectories(args: argparse.Namespace) -> int:
         seed=args.seed,
         rejects=args.rejects,
         extra_outputs=[report_path],
-        writer=TRAJ_WRITERS[args.writer](),
+        writer=style.writers[args.writer](),
         force=args.force,
         box_format=_box_format(args),
+        style=style,
     )
     print(report.summary())
     write_report(report, report_path)
@@ -312,6 +347,18 @@ def _all(args: argparse.Namespace) -> int:
     if result.error is None:
         return EXIT_OK
     return fail(args.prog, result.error, EXIT_PARTIAL if result.kept_some else EXIT_BAD_INPUT)
+
+
+def _preview(args: argparse.Namespace) -> int:
+    fmt = _box_format(args) if args.box_format else None
+    done, used = write_preview(
+        args.data, args.output_dir, None if args.all else args.limit, fmt, args.report, args.page_size
+    )
+    print(
+        f"preview: {done.index} ({done.cards} record(s) on {done.pages} page(s); box format {used}; "
+        f"{done.image_errors} unreadable image(s))"
+    )
+    return EXIT_OK
 
 
 def _registry(args: argparse.Namespace) -> int:

@@ -2,7 +2,7 @@
 
 Why: every source is converted to Qwen2-VL's form first (MGrounding's own: box tokens on the 0-1000
 grid) and checked there; a base model of another family must then see its own conventions, or it
-learns boxes it will never be asked for (families.py: Qwen2.5-VL boxes are pixels of the image *as
+learns boxes it will never be asked for (families/: Qwen2.5-VL boxes are pixels of the image *as
 LLaMA-Factory 0.9.5 feeds it*, Qwen3-VL boxes stay on the grid; both answer in JSON `bbox_2d`).
 One rewrite after the checks keeps every converter's contract unchanged:
 
@@ -27,8 +27,9 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 import families
-from grounding import BOX_TOKENS_RE, FORMAT_TEMPLATE_RE, OBJECT_ID_RE, REF_END, REF_START
+from core.grounding import BOX_TOKENS_RE, FORMAT_TEMPLATE_RE, OBJECT_ID_RE, REF_END, REF_START
 
+from .locate import locate
 from .records import Rejected
 
 log = logging.getLogger(__name__)
@@ -70,7 +71,7 @@ class BoxFormat:
 
     @property
     def needs_sizes(self) -> bool:
-        return self.family.box_convention == families.RESIZED_PIXELS
+        return self.family.boxes_need_canvas
 
     def stamp(self) -> dict:
         """What the outputs depend on; empty for the default, so existing up-to-date stamps stay valid."""
@@ -244,8 +245,6 @@ def rewrite_record(record: dict, fmt: BoxFormat) -> dict:
     """
     if fmt.is_default:
         return record
-    from .trajectories import locate  # trajectories imports this module for its own outputs
-
     turns = record["conversations"]
     sizes = _Sizes(fmt, record["images"]) if fmt.needs_sizes and record["images"] else None
     out_turns = []

@@ -14,9 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from stages import mixture_stages
+from core.stages import mixture_stages
+from core.yamlfile import YAMLFileError, read_yaml
 
 from . import sources as source_table
 
@@ -27,21 +26,6 @@ MAX_BYTES = 1 << 20  # a composition is a few hundred bytes; anything this big i
 
 class CompositionError(ValueError):
     """The mixtures file cannot be used; the message names the file and the key."""
-
-
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """yaml.safe_load, but a key given twice in one mapping is an error, not the last one silently."""
-
-    def construct_mapping(self, node, deep=False):
-        seen = set()
-        for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=True)
-            if isinstance(key, str) and key in seen:
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"key {key!r} appears twice in one mapping", key_node.start_mark
-                )
-            seen.add(key if isinstance(key, str) else id(key_node))
-        return super().construct_mapping(node, deep)
 
 
 @dataclass(frozen=True)
@@ -156,18 +140,7 @@ def load_composition(path: str | Path | None = None) -> Composition:
     """Read and check a mixtures file (default: recipes/mixtures.yaml); CompositionError if unusable."""
     path = Path(path) if path is not None else DEFAULT_PATH
     try:
-        with open(path, "rb") as handle:
-            raw = handle.read(MAX_BYTES + 1)
-    except OSError as err:
-        raise CompositionError(f"cannot read the mixtures file {path}: {err.strerror or err}") from None
-    if len(raw) > MAX_BYTES:
-        raise CompositionError(f"{path}: larger than {MAX_BYTES} bytes; not a mixtures file")
-    try:
-        data = yaml.load(raw.decode("utf-8"), Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader)
-    except UnicodeDecodeError as err:
-        raise CompositionError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start})") from None
-    except yaml.YAMLError as err:
-        raise CompositionError(f"{path}: not valid YAML: {err}") from None
-    except (ValueError, RecursionError) as err:  # an integer over the digit limit, nesting too deep
-        raise CompositionError(f"{path}: cannot be read as YAML: {type(err).__name__}: {err}") from None
+        data = read_yaml(path, max_bytes=MAX_BYTES)
+    except YAMLFileError as err:
+        raise CompositionError(str(err)) from None
     return parse_composition(data, path)

@@ -20,13 +20,13 @@ from typing import Any
 
 from tqdm import tqdm
 
-from atomicio import atomic_write_text, ensure_distinct_paths, refuse_existing
+from core.atomicio import atomic_write_text, ensure_distinct_paths, refuse_existing
+from core.streaming import RecordWriter, SourceReject
 
 from .boxformat import BoxFormat, rewrite_record
 from .images import ImageChecker
 from .records import Rejected, check_record
 from .report import ConversionReport, RejectRateExceeded
-from .streaming import RecordWriter, SourceReject
 
 __all__ = ["SourceReject", "convert", "convert_file", "write_report"]
 

@@ -22,13 +22,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from grounding import box_tokens
+from core.grounding import box_tokens
+from core.streaming import iter_json_records
 
 from .convert import SourceReject, convert_file
 from .records import REF_END, REF_START, Rejected, make_resolver
 from .refcoco import to_qwen_box
 from .report import ConversionReport
-from .streaming import iter_json_records
 
 GROUND_BOX = "<ground_box>"
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from atomicio import OutputExistsError
+from core.atomicio import OutputExistsError
 
 CACHE_HEADER = "# migician image-check cache v1: size<TAB>mtime_ns<TAB>path of each image that decoded\n"
 

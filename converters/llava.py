@@ -18,10 +18,11 @@ from typing import Any
 
 from tqdm import tqdm
 
+from core.streaming import iter_json_records
+
 from .convert import SourceReject, convert, convert_file
 from .records import Rejected, make_resolver
 from .report import ConversionReport
-from .streaming import iter_json_records
 
 _MAGIC = (
     (b"\xff\xd8\xff", "jpg"),

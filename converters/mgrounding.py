@@ -11,10 +11,11 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from core.streaming import iter_json_records
+
 from .convert import convert_file
 from .records import make_resolver
 from .report import ConversionReport
-from .streaming import iter_json_records
 
 # dataset name -> per-task file under DATA_ROOT/MGrounding-630k (the first six are the stage-1 part)
 TASK_FILES = {

@@ -32,10 +32,10 @@ from typing import Any
 
 from tqdm import tqdm
 
-from atomicio import atomic_file, ensure_distinct_paths, refuse_existing
+from core.atomicio import atomic_file, ensure_distinct_paths, refuse_existing
+from core.streaming import InvalidJSONError, RecordWriter, index_record_lines
 
 from .composition import Composition, load_composition
-from .streaming import InvalidJSONError, RecordWriter, index_record_lines
 
 log = logging.getLogger(__name__)
 

@@ -26,7 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from atomicio import atomic_write_text
+from core.atomicio import atomic_write_text
+from core.streaming import InvalidJSONError
 
 from . import sources as source_table
 from .composition import load_composition
@@ -34,7 +35,6 @@ from .convert import write_report
 from .mixture import MixtureError, build_mixtures, format_report
 from .registry import MIXTURES_DIR, REGISTRY, SHAREGPT_DIR, entries_for, merged, update_registry
 from .report import RejectRateExceeded
-from .streaming import InvalidJSONError
 from .trajectories import DEFAULT_SIZES as TRAJ_SIZES
 from .trajectories import NAME as TRAJ_NAME
 from .trajectories import TASKS as TRAJ_TASKS

@@ -14,7 +14,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from grounding import (
+from core.grounding import (
     BOX_END,
     BOX_SPAN_RE,
     BOX_START,

@@ -19,8 +19,8 @@ from typing import Any
 
 from tqdm import tqdm
 
-from grounding import REF_END, REF_START, box_tokens, pixel_box_to_grid
-from jsonfile import read_json
+from core.grounding import REF_END, REF_START, box_tokens, pixel_box_to_grid
+from core.jsonfile import read_json
 
 from .convert import SourceReject, convert
 from .records import Rejected, make_resolver

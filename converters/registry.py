@@ -20,8 +20,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from atomicio import atomic_write_text
-from stages import MIXTURE, STAGES
+from core.atomicio import atomic_write_text
+from core.stages import MIXTURE, STAGES
 
 log = logging.getLogger(__name__)
 

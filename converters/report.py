@@ -11,6 +11,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+from families import DEFAULT_FAMILY, provenance
+
 from .boxformat import REASONS as FORMAT_REASONS
 from .records import REASONS
 
@@ -67,7 +69,7 @@ class ConversionReport:
             "image_check": self.image_check,
             "seconds": round(self.seconds, 3),
             "notes": self.notes,
-            "box_format": self.box_format or {"family": "qwen2-vl"},
+            provenance.REPORT_KEY: provenance.report_entry(self.box_format),
         }
 
     def summary(self) -> str:
@@ -79,7 +81,7 @@ class ConversionReport:
         for reason in described:
             if self.reasons.get(reason):
                 lines.append(f"  {reason:<22} {self.reasons[reason]:>9}   {described[reason]}")
-        if self.box_format and self.box_format.get("family") != "qwen2-vl":
+        if self.box_format and self.box_format.get("family") != DEFAULT_FAMILY:
             lines.append(f"  box format: {self.box_format['family']} ({self.box_format['boxes']})")
         if self.image_check:
             ic = self.image_check

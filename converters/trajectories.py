@@ -19,7 +19,6 @@ evenly; the SFT set is filled first, then the RL set, and no source record contr
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re
@@ -34,8 +33,8 @@ from typing import Any, Protocol
 
 from tqdm import tqdm
 
-from atomicio import ensure_distinct_paths
-from grounding import (
+from core.atomicio import ensure_distinct_paths
+from core.grounding import (
     BBOX_ID_END,
     BBOX_ID_START,
     BOX_START,
@@ -49,10 +48,22 @@ from grounding import (
     on_grid,
     ref_tokens,
 )
+from core.streaming import InvalidJSONError, RecordWriter, decode_json_line, index_record_lines
+from families import provenance
 
+from .boxformat import rewrite_trajectory_turn, target_fields
+from .locate import (  # noqa: F401 - part of this module's API
+    _SPECIAL,
+    FORMAT_INSTRUCTION_RE,
+    REF_SPAN_RE,
+    BoxAt,
+    Located,
+    boxes_in,
+    locate,
+    named_image,
+)
 from .records import REASONS as RECORD_REASONS
 from .records import Rejected, check_record
-from .streaming import RecordWriter, index_record_lines
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +88,8 @@ TASKS: dict[str, tuple[str, str]] = {
 }
 CONTEXT_NAME = "the marked object"
 
+MAX_BAD_LINES = 100  # per task file, as `converters mix`: more means it is not a converters output
+
 REASONS = {
     **RECORD_REASONS,
     "missing_image": "an image path that is not absolute or does not exist",
@@ -89,135 +102,6 @@ REASONS = {
     "duplicate_id": "a record id already used by another record",
     "bad_trajectory": "the writer's trajectory does not match the record's annotations",
 }
-
-# --- which image a box is in ----------------------------------------------------------------------
-_NOUN = r"(?:image|picture|frame|photo)"
-_ORDINAL = rf"(?P<ord>{'|'.join(ORDINALS)}|\d{{1,2}}(?:st|nd|rd|th))"
-_MENTION = rf"(?:\b{_ORDINAL}\s+{_NOUN}\b|\b{_NOUN}[ \-]?(?P<num>\d{{1,3}})\b)"
-MENTION_RE = re.compile(_MENTION, re.IGNORECASE)  # "the third image", "Image-2", "picture 3", "2nd frame"
-_IN = r"\b(?:in|inside|within|on)\s+(?:the\s+)?"
-IN_MENTION_RE = re.compile(_IN + _MENTION, re.IGNORECASE)  # "in the second image", "inside image 1"
-AFTER_RE = re.compile(
-    r"\s*(?:in|inside|within|on)\s+(?:the\s+)?" + _MENTION, re.IGNORECASE
-)  # "<box> in the 2nd image"
-HEADER_RE = re.compile(r"\bin\s+(?:the\s+)?" + _MENTION + r"\s*,", re.IGNORECASE)  # "In the first image, ..."
-VERB_RE = re.compile(r"\b(?:locate|find|track|ground|give|where|detect|identify|output|provide|mark)\b", re.I)
-SENTENCE_END_RE = re.compile(r"[.!?\n]")
-REF_SPAN_RE = re.compile(re.escape(REF_START) + r"(.*?)" + re.escape(REF_END), re.DOTALL)
-# MIG-Bench-style answer-format instructions ("Format:(x1,y1),(x2,y2). Don't generate addtional words."),
-# which contradict the think/answer suffix and are taken out of the question.
-FORMAT_INSTRUCTION_RE = re.compile(
-    r"\s*Format:\s*(?:<\|box_start\|>)?\(x1,\s*y1\),\s*\(x2,\s*y2\)(?:<\|box_(?:start|end)\|>)?\.?"
-    r"(?:\s*Don't generate add?i?tional words\.?)?",
-    re.IGNORECASE,
-)
-_SPECIAL = ("<|", "<bbox_id>", "</bbox_id>", "<think>", "</think>", "<answer>", "</answer>")
-
-
-def _mention_image(match: re.Match) -> int:
-    word, num = match.group("ord"), match.group("num")
-    if num is not None:
-        return int(num)
-    word = word.lower()
-    return ORDINALS.index(word) + 1 if word in ORDINALS else int(word[:-2])
-
-
-@dataclass(frozen=True)
-class BoxAt:
-    """A box found in a text and the image the text puts it in (None: not said)."""
-
-    box: tuple[int, int, int, int]
-    image: int | None
-    start: int  # where the box tokens start in the text
-    named_at: tuple[int, int] | None  # span of the words naming its image
-
-
-@dataclass(frozen=True)
-class Located:
-    targets: list[BoxAt]  # the answer's boxes
-    context: list[BoxAt]  # the question's boxes (e.g. object tracking's marked target)
-
-
-def boxes_in(text: str) -> list[BoxAt]:
-    """Every box in `text` with the image its own words give it, in this order of precedence:
-
-    1. right after it: "<box> in the second image";
-    2. a header of its sentence: "In the first image, the second image: <box>; the third image: <box>"
-       (MGrounding's region answers: the labels name the crops, the header the image boxed);
-    3. the nearest image name before it, after the previous box: "Image-2: <box>",
-       "It's in the third image. <box>".
-    """
-    boxes = list(BOX_TOKENS_RE.finditer(text))
-    afters = [AFTER_RE.match(text, m.end()) for m in boxes]
-    taken = [a.span() for a in afters if a]
-    headers = [
-        h for h in HEADER_RE.finditer(text) if not any(s < h.end() and h.start() < e for s, e in taken)
-    ]
-    found, prev_end = [], 0
-    for m, after in zip(boxes, afters, strict=True):
-        box = tuple(int(v) for v in m.groups())
-        if after:
-            image, span = _mention_image(after), after.span()
-        else:
-            image, span = None, None
-            open_headers = [
-                h
-                for h in headers
-                if h.end() <= m.start() and not SENTENCE_END_RE.search(text, h.end(), m.start())
-            ]
-            if open_headers:
-                image, span = _mention_image(open_headers[-1]), open_headers[-1].span()
-            else:
-                before = list(MENTION_RE.finditer(text, prev_end, m.start()))
-                if before:
-                    image, span = _mention_image(before[-1]), before[-1].span()
-        found.append(BoxAt(box, image, m.start(), span))  # type: ignore[arg-type]
-        prev_end = after.end() if after else m.end()
-    return found
-
-
-def named_image(question: str) -> int | None:
-    """The image a question asks about: the first "in the <ordinal> image" after its last locating verb
-    ("Find the object shown in the first image and locate it in the second image" -> 2), else its first
-    "in ... image", else the one image it names at all; None when it names none or several."""
-    places = list(IN_MENTION_RE.finditer(question))
-    for verb in reversed(list(VERB_RE.finditer(question))):
-        after = [p for p in places if p.start() >= verb.end()]
-        if after:
-            return _mention_image(after[0])
-    if places:
-        return _mention_image(places[0])
-    named = {_mention_image(m) for m in MENTION_RE.finditer(question)}
-    return named.pop() if len(named) == 1 else None
-
-
-def _blank(text: str, spans: Iterable[tuple[int, int]]) -> str:
-    chars = list(text)
-    for s, e in spans:
-        chars[s:e] = " " * (e - s)
-    return "".join(chars)
-
-
-def locate(question: str, answer: str, num_images: int) -> Located:
-    """The image (1-based) of every answer box and every question box of one turn.
-
-    An answer box takes its image from the answer's own words (see `boxes_in`); a single answer box
-    the answer does not place takes the image the question asks about (`named_image`, with the
-    object names and the question's own boxes and their image names blanked out), and with one
-    image it is that image. Boxes still without an image keep None: the caller decides.
-    """
-    context = boxes_in(question)
-    targets = boxes_in(answer)
-    if len(targets) == 1 and targets[0].image is None:
-        spans = [m.span() for m in REF_SPAN_RE.finditer(question)]
-        spans += [m.span() for m in BOX_TOKENS_RE.finditer(question)]
-        spans += [c.named_at for c in context if c.named_at]
-        image = named_image(_blank(question, spans))
-        if image is None and num_images == 1:
-            image = 1
-        t = targets[0]
-        targets = [BoxAt(t.box, image, t.start, None)]
-    return Located(targets, context)
 
 
 # --- samples and their trajectories ---------------------------------------------------------------
@@ -242,10 +126,17 @@ class Item:
     target: GroundedObject
     context: tuple[GroundedObject, ...]  # objects the question itself boxes, in order
     narrowed: bool  # the prompt was narrowed to one image of a multi-image answer
+    # Every answer box of the turn, in the answer's order, when the item keeps them together
+    # (record_items(multi_target=True), the mgthinker answer style); empty for single-target items.
+    targets: tuple[GroundedObject, ...] = ()
 
     @property
     def num_images(self) -> int:
         return len(self.images)
+
+    @property
+    def all_targets(self) -> tuple[GroundedObject, ...]:
+        return self.targets or (self.target,)
 
 
 def image_phrase(image: int) -> str:
@@ -430,8 +321,11 @@ def _prompt(question: str, n: int) -> tuple[str, str]:
     return "<image>\n" * n + bare, bare
 
 
-def record_items(record: Any, dataset: str) -> list[Item]:
-    """All single-target items of one converted record, or raise Rejected (the record gives none)."""
+def record_items(record: Any, dataset: str, multi_target: bool = False) -> list[Item]:
+    """All single-target items of one converted record, or raise Rejected (the record gives none).
+
+    `multi_target`: one item per turn holding all the turn's answer boxes (`Item.targets`), its question
+    not narrowed, several boxes in one image allowed (MG-Thinker's JSON answers list them all)."""
     clean, _ = check_record(record, require_images=True)
     rid, images = clean["id"], tuple(clean["images"])
     for j, path in enumerate(images):
@@ -460,7 +354,7 @@ def record_items(record: Any, dataset: str) -> list[Item]:
                 "no_target_image", f"turn {turn}: box {unplaced[0].box} is in no image the text names"
             )
         per_image = Counter(b.image for b in found.targets)
-        if any(c > 1 for c in per_image.values()):
+        if not multi_target and any(c > 1 for c in per_image.values()):
             image = next(i for i, c in per_image.items() if c > 1)
             raise Rejected(
                 "several_targets_in_one_image", f"turn {turn}: {per_image[image]} boxes in image {image}"
@@ -471,6 +365,29 @@ def record_items(record: Any, dataset: str) -> list[Item]:
             if c.image is not None
         )
         prompt, bare = _prompt(q_text, n)
+        if multi_target and found.targets:
+            objects = tuple(
+                GroundedObject(
+                    t.image, t.box, _object_name(a_text, t.start, "") or _object_name(q_text, None, generic)
+                )  # type: ignore[arg-type]
+                for t in found.targets
+            )
+            items.append(
+                Item(
+                    sample_id=f"{rid}#{len(items) + 1}",
+                    source_id=rid,
+                    dataset=dataset,
+                    type=clean["type"],
+                    images=images,
+                    prompt=prompt,
+                    question=bare,
+                    target=objects[0],
+                    context=context,
+                    narrowed=False,
+                    targets=objects,
+                )
+            )
+            continue
         for t in found.targets:
             name = _object_name(a_text, t.start, "") or _object_name(q_text, None, generic)
             narrowed = len(found.targets) > 1
@@ -514,7 +431,6 @@ def _in_family(record: dict, item: Item, box_format) -> dict:
     """
     if box_format is None or box_format.is_default:
         return record
-    from .boxformat import rewrite_trajectory_turn
 
     human, gpt = record["conversations"]
     context = [b.image for b in boxes_in(human["value"])]
@@ -543,10 +459,26 @@ def rl_record(item: Item, box_format=None) -> dict:
         "num_images": item.num_images,
     }
     if box_format is not None and not box_format.is_default:
-        from .boxformat import target_fields
-
         record.update(target_fields(item.target.box, item.target.image, item.images, box_format))
     return record
+
+
+@dataclass(frozen=True)
+class AnswerStyle:
+    """How the two sets' answers are written (`--answer-style`): one entry of converters.answer_styles.
+
+    `sft_record(item, writer, seed, box_format)` and `rl_record(item, box_format)` make the records;
+    `multi_target` keeps a turn's boxes together (record_items); `writers` are its `--writer` choices.
+    """
+
+    name: str
+    sft_record: Any
+    rl_record: Any
+    multi_target: bool
+    writers: dict[str, type]
+
+
+MIRG = AnswerStyle("mirg", sft_record, rl_record, multi_target=False, writers=WRITERS)
 
 
 # --- the build ------------------------------------------------------------------------------------
@@ -567,6 +499,7 @@ class TrajectoryReport:
     notes: list[str] = field(default_factory=list)
     seconds: float = 0.0
     box_format: dict[str, Any] | None = None
+    answer_style: str = "mirg"
 
     @property
     def rejected(self) -> int:
@@ -575,7 +508,8 @@ class TrajectoryReport:
     def to_dict(self) -> dict[str, Any]:
         return {
             "name": self.name,
-            "box_format": self.box_format or {"family": "qwen2-vl"},
+            provenance.REPORT_KEY: provenance.report_entry(self.box_format),
+            "answer_style": self.answer_style,
             "inputs": self.inputs,
             "outputs": self.outputs,
             "rejects": self.rejects,
@@ -619,7 +553,14 @@ class _Source:
 
     def __init__(self, dataset: str, path: Path, seed: int):
         self.dataset, self.path = dataset, path
-        self.offsets, self.lengths = index_record_lines(path)
+        self.bad_lines: list[tuple[int, str]] = []  # (line number, why): skipped, as `converters mix` does
+        self.offsets, self.lengths = index_record_lines(path, self.bad_lines)
+        if len(self.bad_lines) > MAX_BAD_LINES:
+            first = self.bad_lines[0][0]
+            raise InvalidJSONError(
+                f"{path}: {len(self.bad_lines)} lines are not one whole JSON record (first: line {first}); "
+                "trajectories read the files the converters write (one record per line)"
+            )
         self.order = list(range(len(self.offsets)))
         Random(f"{seed}|{dataset}").shuffle(self.order)
         self.next = 0
@@ -633,9 +574,9 @@ class _Source:
         self.handle.seek(self.offsets[index])
         raw = self.handle.read(self.lengths[index])
         try:
-            return index, json.loads(raw.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError, RecursionError) as err:
-            return index, Rejected("bad_record", f"line is not JSON: {err}")
+            return index, decode_json_line(raw)
+        except InvalidJSONError as err:
+            return index, Rejected("bad_record", f"line {err}")
 
     def close(self) -> None:
         self.handle.close()
@@ -657,6 +598,7 @@ def build_trajectories(
     writer: TrajectoryWriter | None = None,
     force: bool = False,
     box_format=None,
+    style: AnswerStyle = MIRG,
 ) -> TrajectoryReport:
     """Write `mg_traj_sft.json` and `mg_rl.json` (and the rejects) from the converted task files.
 
@@ -665,7 +607,8 @@ def build_trajectories(
     input or another output, `extra_outputs` (e.g. the caller's report path) included (SamePathError).
     Raises ValueError when no task file exists or no record gives a sample (then only the rejects
     are written). The inputs are always the Qwen2-VL-form conversions (box tokens on the grid); a
-    `box_format` (boxformat.BoxFormat) of another family writes the outputs in that family's form.
+    `box_format` (boxformat.BoxFormat) of another family writes the outputs in that family's form;
+    `style` (an AnswerStyle) how the answers are written (default MIRG-RL's `[N-M]` trajectories).
     """
     start = time.perf_counter()
     sharegpt_dir = Path(sharegpt_dir)
@@ -674,10 +617,11 @@ def build_trajectories(
         raise ValueError(f"sizes must be >= 0 (got --sft-size {sft_size}, --rl-size {rl_size})")
     outs = output_paths(output_dir)
     rejects = Path(rejects) if rejects is not None else output_dir / f"{NAME}.rejects.jsonl"
-    writer = writer or TemplateWriter()
+    writer = writer or style.writers["template"]()
     report = TrajectoryReport(
         NAME, {k: str(p) for k, p in outs.items()}, str(rejects), seed, {"sft": sft_size, "rl": rl_size}
     )
+    report.answer_style = style.name
     if box_format is not None:
         report.box_format = box_format.describe()
     present = {}
@@ -709,13 +653,27 @@ def build_trajectories(
             sources.append(_Source(dataset, path, seed))
             report.records_available[dataset] = len(sources[-1].order)
         with RecordWriter(rejects, force=force) as rej_out:
+            for src in sources:
+                for line, why in src.bad_lines:  # a torn line: skipped and named, the rest goes on
+                    report.reasons["bad_record"] += 1
+                    rej_out.write(
+                        {
+                            "dataset": src.dataset,
+                            "line": line,
+                            "id": None,
+                            "reason": "bad_record",
+                            "detail": why,
+                        }
+                    )
+                    report.notes.append(f"skipped {src.path} line {line}: {why}")
+                    log.warning("skipped %s line %d: %s", src.path, line, why)
             try:
                 with ExitStack() as stack:
                     outputs = {k: stack.enter_context(RecordWriter(p, force=force)) for k, p in outs.items()}
                     bar = stack.enter_context(
                         tqdm(total=sft_size + rl_size, unit="sample", desc=NAME, disable=None)
                     )
-                    _fill(sources, outputs, rej_out, targets, report, writer, seed, bar, box_format)
+                    _fill(sources, outputs, rej_out, targets, report, writer, seed, bar, box_format, style)
                     for key in ("sft", "rl"):
                         if report.written[key] < targets[key]:
                             report.notes.append(
@@ -725,9 +683,13 @@ def build_trajectories(
                     report.seconds = time.perf_counter() - start
                     if sft_size + rl_size and not report.written["sft"] + report.written["rl"]:
                         # Leaving the stack with an exception discards the temporary outputs.
-                        raise _NothingWritten(
-                            f"{NAME}: no record gave a sample ({report.rejected} rejected, see {rejects}); "
+                        hint = (
                             "the inputs must be the qwen2-vl (box-token) conversions"
+                            if report.read
+                            else f"the task files ({', '.join(report.inputs)}) hold no readable records"
+                        )
+                        raise _NothingWritten(
+                            f"{NAME}: no record gave a sample ({report.rejected} rejected, see {rejects}); {hint}"
                         )
             except _NothingWritten as err:
                 empty = err  # the rejects are still written: they say what went wrong
@@ -752,7 +714,16 @@ def _round_robin(sources: list[_Source]) -> Iterator[tuple[_Source, int, Any]]:
 
 
 def _fill(
-    sources, outputs, rej_out, targets, report: TrajectoryReport, writer, seed: int, bar, box_format=None
+    sources,
+    outputs,
+    rej_out,
+    targets,
+    report: TrajectoryReport,
+    writer,
+    seed: int,
+    bar,
+    box_format=None,
+    style: AnswerStyle = MIRG,
 ) -> None:
     """Fill the SFT set, then the RL set; a record goes whole to one set (cut at the set's size)."""
     parts = [k for k in ("sft", "rl") if targets[k] > 0]
@@ -767,15 +738,15 @@ def _fill(
         try:
             if isinstance(raw, Rejected):
                 raise raw
-            items = record_items(raw, src.dataset)
+            items = record_items(raw, src.dataset, style.multi_target)
             rid = items[0].source_id
             if rid in used_ids:
                 raise Rejected("duplicate_id", f"id {rid!r} is already used by another record")
             room = targets[part] - report.written[part]
             if part == "sft":
-                make = lambda i: sft_record(i, writer, seed, box_format)  # noqa: E731
+                make = lambda i: style.sft_record(i, writer, seed, box_format)  # noqa: E731
             else:
-                make = lambda i: rl_record(i, box_format)  # noqa: E731
+                make = lambda i: style.rl_record(i, box_format)  # noqa: E731
             records = [make(i) for i in items[:room]]
         except Rejected as bad:
             rid = raw.get("id") if isinstance(raw, dict) else None

@@ -10,16 +10,48 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
 import sys
 
-from atomicio import Interrupted, OutputExistsError, SamePathError, exit_on_signals
-from cli import EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_OK, EXIT_PARTIAL, fail, prog_name, setup_logging
+from core.atomicio import Interrupted, OutputExistsError, SamePathError, exit_on_signals
+from core.cli import (
+    EXIT_BAD_INPUT,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_PARTIAL,
+    EXIT_USAGE,
+    fail,
+    prog_name,
+    setup_logging,
+)
 
 from .cache import CacheError
 from .client import ChatClient, TeacherError
 from .detections import DetectionsError
 from .grouping import DEFAULT_EXCLUDED
+
+
+def _number(kind, least, name: str):
+    """An argparse type: a finite `kind` >= `least` (> 0 for `least` 0.0), refused at parse time (exit 2)."""
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        strict = kind is float
+        if not math.isfinite(value) or value < least or (strict and value <= least):
+            raise argparse.ArgumentTypeError(f"must be {'>' if strict else '>='} {least:g} (got {text})")
+        return value
+
+    parse.__name__ = name  # argparse names the type in its messages
+    return parse
+
+
+POSITIVE_SECONDS = _number(float, 0.0, "seconds")
+AT_LEAST_ONE = _number(int, 1, "count")
+AT_LEAST_ZERO = _number(int, 0, "count")
 
 
 def _client_options(p: argparse.ArgumentParser) -> None:
@@ -32,9 +64,16 @@ def _client_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--api-key-env", default="OPENAI_API_KEY", help="environment variable holding the key (optional)"
     )
-    p.add_argument("--concurrency", type=int, default=8, help="requests in flight")
-    p.add_argument("--retries", type=int, default=5, help="retries on 429/5xx/timeouts")
-    p.add_argument("--timeout", type=float, default=300.0, help="seconds per request")
+    p.add_argument("--concurrency", type=AT_LEAST_ONE, default=8, help="requests in flight")
+    p.add_argument(
+        "--retries", type=AT_LEAST_ZERO, default=5, help="retries on 429/5xx/timeouts/unfinished replies"
+    )
+    p.add_argument(
+        "--timeout",
+        type=POSITIVE_SECONDS,
+        default=300.0,
+        help="seconds per request (a deadline, not a read timeout)",
+    )
     p.add_argument("--output", required=True, help="output folder (also holds the request cache)")
     p.add_argument("--max-tokens", type=int, default=1024, help="new tokens per teacher answer")
     p.add_argument("--temperature", type=float, default=0.0)
@@ -55,8 +94,10 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
     ff.add_argument("--grouping", choices=("random", "common", "clip"), default="random")
     ff.add_argument("--clip-model", help="local CLIP checkpoint folder (for --grouping clip)")
     ff.add_argument("--seed", type=int, default=0)
-    ff.add_argument("--max-images", type=int, help="use at most this many images")
-    ff.add_argument("--max-objects", type=int, default=20, help="boxes per image given to the refiner")
+    ff.add_argument("--max-images", type=AT_LEAST_ONE, help="use at most this many images")
+    ff.add_argument(
+        "--max-objects", type=AT_LEAST_ONE, default=20, help="boxes per image given to the refiner"
+    )
     ff.add_argument(
         "--min-area", type=float, default=0.05, help="shared-class grouping: least box share of the image"
     )
@@ -77,8 +118,14 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
     tr.add_argument("--cot-model", required=True)
     tr.add_argument("--mapping-model", required=True)
     tr.add_argument("--reassembly-model", required=True)
-    tr.add_argument("--limit", type=int, help="use at most this many records")
+    tr.add_argument("--limit", type=AT_LEAST_ONE, help="use at most this many records")
     tr.add_argument("--answer-iou", type=float, default=0.5, help="IoU the CoT answer needs with the truth")
+    tr.add_argument(
+        "--filter-against",
+        metavar="PREDICTIONS.jsonl",
+        help="keep a CoT trace only where reasoning helps over this `eval run` of the direct model on a "
+        "bench of the same records, in order (correct +0.10 IoU, wrong fixed, or wrong +0.20 IoU)",
+    )
     _client_options(tr)
     return parser
 
@@ -105,6 +152,10 @@ def sampling(args) -> dict:
 
 def run(args) -> str:
     """Run one subcommand and return its summary (errors propagate to main)."""
+    if os.path.exists(args.output) and not os.path.isdir(args.output):
+        raise ValueError(
+            f"--output {args.output} is a file; give a folder (it holds the outputs and the cache)"
+        )
     client = make_client(args)
     if args.command == "freeform":
         from .freeform import FreeformConfig, run_freeform
@@ -131,7 +182,8 @@ def run(args) -> str:
             sampling=sampling(args),
             force=args.force,
         )
-        return run_freeform(cfg, client).summary()
+        with client:
+            return run_freeform(cfg, client).summary()
     from .trajectories import TrajectoryConfig, run_trajectories
 
     cfg = TrajectoryConfig(
@@ -142,16 +194,21 @@ def run(args) -> str:
         reassembly_model=args.reassembly_model,
         limit=args.limit,
         answer_iou=args.answer_iou,
+        filter_against=args.filter_against,
         prompt_dir=args.prompt_dir,
         sampling=sampling(args),
         force=args.force,
     )
-    return run_trajectories(cfg, client).summary()
+    with client:
+        return run_trajectories(cfg, client).summary()
 
 
 def main(argv: list[str] | None = None) -> int:
     prog = prog_name("datagen", "migician-datagen")
-    args = build_parser(prog).parse_args(argv)
+    try:
+        args = build_parser(prog).parse_args(argv)
+    except SystemExit as exc:  # --help (0) or argparse's usage error (2), already printed
+        return EXIT_OK if exc.code in (0, None) else EXIT_USAGE
     setup_logging(prog, logging.WARNING if args.quiet else logging.INFO)
     exit_on_signals()
     from .freeform import NothingWritten as FreeformEmpty
@@ -170,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
         SamePathError,
         CacheError,
         DetectionsError,
-        FileNotFoundError,
+        OSError,
         ValueError,
     ) as err:
         return fail(prog, err, EXIT_BAD_INPUT)

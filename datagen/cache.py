@@ -4,7 +4,9 @@ Why: a teacher run is hours of GPU time on someone's server. Every finished repl
 fsynced before the next is counted, keyed by sha256 over (model, prompt parts with each image
 replaced by the sha256 of its bytes, sampling parameters); a rerun or a run after a crash asks the
 server only for what is missing. A torn last line (the crash itself) is cut off; a file that is not
-a cache (no header line) is refused rather than appended to.
+a cache (no header line) is refused rather than appended to. Only replies that finished normally
+(finish_reason `stop` or `length`) are stored or read back; lines are written ASCII-escaped, so any
+text a teacher sends (a lone surrogate `\ud800` included) can be stored.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ import logging
 import os
 import threading
 from pathlib import Path
+
+from core.chatclient import FINISHED
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +69,8 @@ class RequestCache:
             self._append(HEADER)
 
     def _load(self) -> None:
+        if self.path.is_dir():
+            raise CacheError(f"{self.path} is a directory, not a datagen request cache; move it away")
         if not self.path.exists():
             self.path.parent.mkdir(parents=True, exist_ok=True)
             return
@@ -94,6 +100,10 @@ class RequestCache:
                     raise ValueError("not a cache entry")
                 if not isinstance(entry.get("text"), str):
                     raise ValueError("no text")
+                if entry.get("finish_reason") not in FINISHED:
+                    raise ValueError(
+                        f"finish_reason {str(entry.get('finish_reason'))[:40]!r}, not a finished reply"
+                    )
             except (ValueError, RecursionError) as err:
                 self.dropped += 1
                 log.warning(
@@ -107,12 +117,16 @@ class RequestCache:
             return self.entries.get(key)
 
     def put(self, entry: dict) -> None:
+        if entry.get("finish_reason") not in FINISHED:
+            raise ValueError(
+                f"only finished replies are cached, not finish_reason {entry.get('finish_reason')!r}"
+            )
         with self._lock:
             self.entries[entry["key"]] = entry
             self._append(entry)
 
     def _append(self, entry: dict) -> None:
-        self._handle.write(json.dumps(entry, ensure_ascii=False) + "\n")
+        self._handle.write(json.dumps(entry, ensure_ascii=True) + "\n")
         self._handle.flush()
         os.fsync(self._handle.fileno())
 

@@ -15,8 +15,8 @@ import os
 from collections import Counter
 from dataclasses import dataclass
 
-from grounding import on_grid, pixel_box_to_grid
-from jsonfile import JSONFileError, read_json
+from core.grounding import on_grid, pixel_box_to_grid
+from core.jsonfile import JSONFileError, read_json
 
 log = logging.getLogger(__name__)
 

@@ -20,11 +20,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from random import Random
 
-from atomicio import atomic_write_text, ensure_distinct_paths, refuse_existing
 from converters.records import Rejected, check_record
-from converters.streaming import RecordWriter
 from converters.trajectories import locate
-from grounding import box_iou, box_tokens
+from core.atomicio import atomic_write_text, ensure_distinct_paths, refuse_existing
+from core.grounding import box_iou, box_tokens
+from core.streaming import RecordWriter
 
 from . import grouping as groupers
 from .cache import RequestCache

@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from grounding import (
+from core.grounding import (
     BOX_END,
     BOX_START,
     LOOSE_PAIR_RE,
@@ -60,6 +60,7 @@ _FORBIDDEN = (
     "</bbox_id>",
 )
 _CONTROL_RE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+_SURROGATE_RE = re.compile(r"[\ud800-\udfff]")  # a lone surrogate from a JSON escape: no UTF-8 file holds it
 _BOX_TOKEN_RE = re.compile(re.escape(BOX_START) + r"|" + re.escape(BOX_END))
 _REF_TAG_RE = re.compile(r"</?ref>|" + re.escape(REF_START) + "|" + re.escape(REF_END))
 _LIST_MARK_RE = re.compile(r"^\s*(?:[-*•]+|\d{1,3}[.)])\s*")
@@ -83,6 +84,8 @@ def bad_text(text: str) -> str | None:
     """Why a teacher text must not reach training data, or None."""
     if _CONTROL_RE.search(text):
         return "a control character (NUL, ...)"
+    if _SURROGATE_RE.search(text):
+        return "a lone surrogate (not text a UTF-8 file can hold)"
     for tag in _FORBIDDEN:
         if tag in text:
             return f"the reserved token {tag!r}"
@@ -97,6 +100,8 @@ def check_reply(entry: dict, max_len: int) -> str:
     text = text.strip()
     if not text:
         raise Reject("empty")
+    if _SURROGATE_RE.search(text):
+        raise Reject("bad_text", "a lone surrogate (not text a UTF-8 file can hold)")
     if len(text) > max_len:
         raise Reject("too_long", f"{len(text)} characters (at most {max_len})")
     return text

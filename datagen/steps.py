@@ -35,6 +35,7 @@ class StepStats:
     cache_hits: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    usage_ignored: int = 0  # replies whose usage held a negative or absurd count (counted as 0)
     accepted: int = 0
     rejects: Counter = field(default_factory=Counter)
 
@@ -47,6 +48,7 @@ class StepStats:
             "cache_hits": self.cache_hits,
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": self.completion_tokens,
+            "usage_ignored": self.usage_ignored,
             "accepted": self.accepted,
             "rejects": dict(sorted(self.rejects.items())),
         }
@@ -57,6 +59,11 @@ class StepStats:
             f"{self.step:<11} {self.model}: {self.jobs} jobs, {self.requests} requests, {self.cache_hits} cache "
             f"hits, {self.prompt_tokens}+{self.completion_tokens} tokens, {self.accepted} accepted; "
             f"rejects: {rejects}"
+            + (
+                f"; note: {self.usage_ignored} replies gave a negative or absurd token count (counted as 0)"
+                if self.usage_ignored
+                else ""
+            )
         )
 
 
@@ -98,6 +105,8 @@ class Teacher:
                 "finish_reason": reply.finish_reason,
                 "usage": reply.usage,
             }
+            if reply.usage_ignored:
+                entry["usage_ignored"] = True
             self.cache.put(entry)  # fsynced before it is counted: a crash after this loses nothing
             return job.id, entry
 
@@ -126,6 +135,7 @@ class Teacher:
                     stats.requests += 1
                     stats.prompt_tokens += entry["usage"].get("prompt_tokens", 0)
                     stats.completion_tokens += entry["usage"].get("completion_tokens", 0)
+                    stats.usage_ignored += bool(entry.get("usage_ignored"))
                     bar.update(1)
             if error is not None:
                 if isinstance(error, TeacherError):

@@ -16,12 +16,12 @@ import json
 import logging
 import os
 import re
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from atomicio import atomic_write_text, ensure_distinct_paths, refuse_existing
 from converters.records import Rejected
-from converters.streaming import InvalidJSONError, RecordWriter, iter_json_records
+from converters.registry import REGISTRY, entries_for, merged, update_registry
 from converters.trajectories import (
     PROMPT_SUFFIX,
     GroundedObject,
@@ -30,7 +30,8 @@ from converters.trajectories import (
     check_trajectory,
     full_mention,
 )
-from grounding import (
+from core.atomicio import atomic_write_text, ensure_distinct_paths, refuse_existing
+from core.grounding import (
     IMAGE_NAME_RE,
     LOOSE_PAIR_RE,
     OBJECT_ID_RE,
@@ -39,7 +40,9 @@ from grounding import (
     on_grid,
     think_then_answer,
 )
+from core.streaming import InvalidJSONError, RecordWriter, iter_json_records
 
+from . import cot_filter
 from .cache import RequestCache
 from .parsing import MAX_OBJECT_CAPTION, Reject, bad_text, check_reply
 from .prompts import fill, load_prompts
@@ -58,6 +61,7 @@ MAX_THINK = 6000
 TARGET_NAME = "the target object"
 REASONS = {
     "bad_input": "an input record without images, prompt, image_index in range or a box on the grid",
+    "duplicate_id": "an input record whose id an earlier record already has (the first one is used)",
     "bad_format": "not one <think>...</think> then one <answer>...</answer>",
     "answer_disagrees": "the final answer names another image or box than the ground truth",
     "no_objects": "the mapping names no usable object",
@@ -82,6 +86,7 @@ class TrajectoryConfig:
     prompt_dir: str | None = None
     sampling: dict = field(default_factory=lambda: {"temperature": 0.0, "max_tokens": 1024})
     force: bool = False
+    filter_against: str | None = None  # the direct model's eval predictions.jsonl (cot_filter.py)
 
 
 @dataclass
@@ -90,18 +95,24 @@ class TrajectoryReport:
     read: int = 0
     written: int = 0
     steps: dict = field(default_factory=dict)
+    filter: dict | None = None  # --filter-against: {"predictions", "kept": {reason: n}, "dropped": {...}}
 
     def to_dict(self) -> dict:
-        return {
+        out = {
             "outputs": self.outputs,
             "read": self.read,
             "written": self.written,
             "steps": {k: v.to_dict() for k, v in self.steps.items()},
         }
+        return out | ({"filter": self.filter} if self.filter is not None else {})
 
     def summary(self) -> str:
         lines = [f"trajectories: {self.read} records read, {self.written} trajectories written"]
         lines += ["  " + s.line() for s in self.steps.values()]
+        if self.filter is not None:
+            for part in ("kept", "dropped"):
+                counts = ", ".join(f"{r} {c}" for r, c in sorted(self.filter[part].items())) or "none"
+                lines.append(f"  filter {part} {sum(self.filter[part].values())}: {counts}")
         lines += [f"  {k}: {v}" for k, v in self.outputs.items()]
         return "\n".join(lines)
 
@@ -115,6 +126,7 @@ class Sample:
     task: str
     image: int
     box: tuple[int, int, int, int]
+    index: int = -1  # position in --input (the key of the direct model's predictions)
 
 
 def read_sample(raw, index: int) -> Sample:
@@ -140,11 +152,16 @@ def read_sample(raw, index: int) -> Sample:
         raise Reject("bad_input", f"{rid}: box {str(box)[:60]} is not on the 0-1000 grid")
     question = prompt.replace(PROMPT_SUFFIX, "").replace("<image>", "").strip()
     task = raw.get("task") if isinstance(raw.get("task"), str) else "multi-image grounding"
-    return Sample(rid, tuple(images), prompt, question, task[:100], image, tuple(box))
+    return Sample(rid, tuple(images), prompt, question, task[:100], image, tuple(box), index)
 
 
 def parse_cot(entry: dict, sample: Sample, answer_iou: float) -> str:
     """The think text of a CoT reply whose answer agrees with the ground truth, else Reject."""
+    return cot_answer(entry, sample, answer_iou)[0]
+
+
+def cot_answer(entry: dict, sample: Sample, answer_iou: float) -> tuple[str, float]:
+    """(think, IoU of its answer with the truth) of a CoT reply that agrees with it, else Reject."""
     text = check_reply(entry, MAX_THINK + 2000)
     if _CONTROL_RE.search(text):
         raise Reject("bad_text", "a control character (NUL, ...)")
@@ -160,7 +177,7 @@ def parse_cot(entry: dict, sample: Sample, answer_iou: float) -> str:
     box = tuple(int(v) for v in pair.groups()) if pair else None
     if box is None or image != sample.image or box_iou(box, sample.box) < answer_iou:
         raise Reject("answer_disagrees", f"answer {answer[:80]!r}, truth image {sample.image} {sample.box}")
-    return think
+    return think, box_iou(box, sample.box)
 
 
 def parse_mapping(entry: dict, sample: Sample) -> list[GroundedObject]:
@@ -241,6 +258,30 @@ def parse_reassembly(entry: dict, sample: Sample, objects: list[GroundedObject])
         raise Reject("bad_trajectory", bad.detail) from None
 
 
+def _filter(live, direct, cot_ious, report: TrajectoryReport, source: str, reject) -> list:
+    """The CoT traces where reasoning helps over the direct model (cot_filter.verdict); counts by reason."""
+    kept: Counter = Counter()
+    dropped: Counter = Counter()
+    out = []
+    for j, s in live:
+        pred = cot_filter.direct_for(direct, s.index, s.images, s.id)
+        if pred is None:
+            ok, why, detail = False, "no_direct_prediction", f"no prediction with index {s.index}"
+        else:
+            ok, why = cot_filter.verdict(pred.iou, cot_ious[j])
+            detail = f"direct IoU {pred.iou:.3f}, with reasoning {cot_ious[j]:.3f}"
+        if ok:
+            kept[why] += 1
+            report.steps["filter"].accepted += 1
+            out.append((j, s))
+        else:
+            dropped[why] += 1
+            reject("filter", s.id, Reject(why, detail))
+    report.filter = {"predictions": str(source), "kept": dict(kept), "dropped": dict(dropped)}
+    log.info("filter against %s: kept %s, dropped %s", source, dict(kept), dict(dropped))
+    return out
+
+
 def output_paths(output: str | os.PathLike) -> dict[str, Path]:
     out = Path(output)
     return {"data": out / OUTPUT, "rejects": out / REJECTS, "report": out / REPORT, "cache": out / CACHE}
@@ -252,10 +293,12 @@ def run_trajectories(cfg: TrajectoryConfig, client) -> TrajectoryReport:
     for key in ("data", "rejects", "report"):
         refuse_existing(paths[key], cfg.force)
     prompts = load_prompts(cfg.prompt_dir)
+    direct = cot_filter.load_predictions(cfg.filter_against) if cfg.filter_against else None
     report = TrajectoryReport(outputs={k: str(v) for k, v in paths.items()})
     stats = {
         "input": StepStats("input", "-"),
         "cot": StepStats("cot", cfg.cot_model),
+        **({"filter": StepStats("filter", str(cfg.filter_against))} if direct is not None else {}),
         "mapping": StepStats("mapping", cfg.mapping_model),
         "reassembly": StepStats("reassembly", cfg.reassembly_model),
     }
@@ -267,13 +310,18 @@ def run_trajectories(cfg: TrajectoryConfig, client) -> TrajectoryReport:
         rejects.append({"step": step, "id": ident, "reason": bad.reason, "detail": bad.detail})
 
     samples: list[Sample] = []
+    seen_ids: set[str] = set()
     try:
         for index, raw in enumerate(iter_json_records(cfg.input, skip_bad=True)):
             if cfg.limit is not None and len(samples) >= cfg.limit:
                 break
             report.read += 1
             try:
-                samples.append(read_sample(raw, index))
+                sample = read_sample(raw, index)
+                if sample.id in seen_ids:  # as `converters trajectories` does: ids name training records
+                    raise Reject("duplicate_id", f"{sample.id}: already the id of an earlier record")
+                seen_ids.add(sample.id)
+                samples.append(sample)
                 stats["input"].accepted += 1
             except Reject as bad:
                 reject("input", f"record{index}", bad)
@@ -296,14 +344,16 @@ def run_trajectories(cfg: TrajectoryConfig, client) -> TrajectoryReport:
             )
             jobs.append(Job(jid, [*img(s), {"text": text}]))
         replies = teacher.run(stats["cot"], jobs)
-        thinks = {}
+        thinks, cot_ious = {}, {}
         for jid, s in zip(ids, samples, strict=True):
             try:
-                thinks[jid] = parse_cot(replies[jid], s, cfg.answer_iou)
+                thinks[jid], cot_ious[jid] = cot_answer(replies[jid], s, cfg.answer_iou)
                 stats["cot"].accepted += 1
             except Reject as bad:
                 reject("cot", s.id, bad)
         live = [(j, s) for j, s in zip(ids, samples, strict=True) if j in thinks]
+        if direct is not None:  # before the mapping: a dropped trace costs no further request
+            live = _filter(live, direct, cot_ious, report, cfg.filter_against, reject)
         jobs = [
             Job(j, [*img(s), {"text": fill(prompts["mapping"], num_images=len(s.images), think=thinks[j])}])
             for j, s in live
@@ -342,15 +392,16 @@ def run_trajectories(cfg: TrajectoryConfig, client) -> TrajectoryReport:
             )
     report.written = len(records)
     if records:
+        # Registered beside the data, as `converters all` registers its sets: LLaMA-Factory trains on it
+        # with dataset_dir=OUT dataset=datagen_traj_sft (an existing registry is merged, never clobbered).
+        # The registry is checked first: a bad one stops the run before anything is written.
+        out_dir = paths["data"].parent
+        registry, wanted = out_dir / REGISTRY, entries_for({DATASET: paths["data"]}, out_dir)
+        merged(registry, wanted, force=cfg.force)
         with RecordWriter(paths["data"], force=cfg.force) as out:
             for r in records:
                 out.write(r)
-        # Registered beside the data, as `converters all` registers its sets: LLaMA-Factory trains on it
-        # with dataset_dir=OUT dataset=datagen_traj_sft (an existing registry is merged, never clobbered).
-        from converters.registry import REGISTRY, entries_for, update_registry
-
-        out_dir = paths["data"].parent
-        update_registry(out_dir / REGISTRY, entries_for({DATASET: paths["data"]}, out_dir), force=cfg.force)
+        update_registry(registry, wanted, force=cfg.force)
     elif cfg.force:
         paths["data"].unlink(missing_ok=True)  # an earlier run's records must not pass for this run's
     with RecordWriter(paths["rejects"], force=cfg.force) as out:

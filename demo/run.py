@@ -20,7 +20,11 @@ training image_max_pixels so Qwen2.5-VL's pixel boxes are those of the image as 
 training takes the family's template (families.recipe_overrides), GRPO and the evaluator read the
 family's answers. The default, qwen2-vl, keeps its paths and command lines as they always were.
 
-    python -m demo.run [--workdir DIR] [--profile full|smoke] [--family F] [--eval-python PY]
+    python -m demo.run [--workdir DIR] [--profile full|smoke] [--family F] [--eval-python PY] [--no-cpu-pins]
+
+Every process of the run, this one included, runs under demo/cpu_pins.py's environment (torch's
+kernel level, MKL's reproducibility branch, oneDNN's ISA, thread counts), so the numbers do not
+depend on which x86 CPU runs them; `--no-cpu-pins` keeps the caller's environment instead.
 
 Exit codes are cli.py's: 0 done, 1 the tree was built with other settings (nothing run),
 3 a step failed or was interrupted after earlier steps were kept (rerun to go on), 130 Ctrl-C.
@@ -39,20 +43,23 @@ import time
 from pathlib import Path
 
 import families
-from atomicio import atomic_write_text
-from cli import EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_OK, EXIT_PARTIAL, fail
-from stages import STAGES, mixture_stages
+from core.atomicio import atomic_write_text
+from core.cli import EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_OK, EXIT_PARTIAL, fail
+from core.stages import STAGES, mixture_stages
+from core.yamlfile import read_yaml
+from demo import cpu_pins
 
 REPO = Path(__file__).resolve().parents[1]
 MODELS = ("untrained", "stage1", "stage2", "merged", "traj_sft", "grpo")
 RL_MODELS = ("traj_sft", "grpo")  # scored with the think prompt and the answer-span parse
 # The demo's trajectory SFT starts from Migician (the merge), as `make traj-sft BASE_MODEL=saves/merged`.
 DEMO_STARTS = {"stage1": "untrained", "stage2": "stage1", "traj_sft": "merged", "grpo": "traj_sft"}
+# The RL models' eval: the think prompt, the answer span read in the family's reasoning format (Qwen2-VL: think;
+# the JSON families: think-json, `<answer>...{"bbox_2d": [...]}</answer>`; converters/trajectories.py keeps
+# the suffix), 160 new tokens.
 THINK_EVAL = ["--answer-format", "think", "--format-suffix", "think", "--max-new-tokens", "160"]
-# The JSON families' RL models answer `<answer>...{"bbox_2d": [...]}</answer>` after the same think prompt
-# (converters/trajectories.py keeps the suffix; eval.answers' think-json reads the span as JSON).
-THINK_EVAL_JSON = ["--answer-format", "think-json", *THINK_EVAL[2:]]
 DEMO_PIXELS = 50176  # image_max_pixels of every demo training run (the tiny processors' own maximum)
+VIEWED = ("merged", "grpo")  # `make demo` writes their viewers (`eval view`) and their `eval diff`
 
 
 @dataclasses.dataclass(frozen=True)
@@ -177,9 +184,7 @@ class Demo:
         own budget: the same families.recipe_overrides `make stage1` uses, so the two cannot drift."""
         if self.default_family:
             return {}
-        import yaml
-
-        recipe = yaml.safe_load((REPO / "recipes" / STAGES["stage1"].recipe).read_text(encoding="utf-8"))
+        recipe = read_yaml(REPO / "recipes" / STAGES["stage1"].recipe, dict)
         pairs = (item.split("=", 1) for item in families.recipe_overrides(recipe, self.family))
         return {**dict(pairs), "image_max_pixels": DEMO_PIXELS}
 
@@ -260,17 +265,21 @@ class Demo:
         }
         cli = shutil.which("llamafactory-cli", path=str(Path(sys.executable).parent))
         recipe = REPO / "recipes" / STAGES[stage].recipe
-        run([cli, "train", recipe] + [f"{k}={v}" for k, v in overrides.items()])
+        args = [f"{k}={v}" for k, v in overrides.items()]
+        run([cli, "train", recipe, *args])
+        # as `make stage1` does: the checkpoint records the budget it trained with, which GRPO and eval feed
+        run([sys.executable, "-m", "families", "record-budget", recipe, *args])
         self.outputs.mkdir(parents=True, exist_ok=True)
         plot = out / "training_loss.png"
         if plot.exists():
             shutil.copyfile(plot, self.outputs / f"loss_{stage}.png")
 
-    def grpo(self) -> None:
-        """GRPO through TRL (recipes/grpo.yaml) from the trajectory-SFT model, in .venv-eval."""
-        out = self.checkpoint("grpo")
+    def grpo(self, seed: int | None = None, name: str = "grpo") -> None:
+        """GRPO through TRL (recipes/grpo.yaml) from the trajectory-SFT model, in .venv-eval; `seed` (GRPO's
+        own, default the demo's) and `name` (the checkpoint's folder) for the seed calibration."""
+        out = self.checkpoint(name)
         if (out / "train_results.json").exists():
-            return log(f"grpo: reusing {out}")
+            return log(f"{name}: reusing {out}")
         p = self.profile
         g = p.grpo_generations
         overrides = {
@@ -295,7 +304,7 @@ class Demo:
             "logging_steps": 5,
             "save_steps": 100,
             "save_total_limit": 1,
-            "seed": self.seed,
+            "seed": self.seed if seed is None else seed,
         }
         if not self.default_family:  # the rewards read the family's answers (rl config `family`)
             min_pixels = self.family_overrides().get("image_min_pixels")
@@ -307,9 +316,9 @@ class Demo:
             + [f"{k}={v}" for k, v in overrides.items()]
         )
         self.outputs.mkdir(parents=True, exist_ok=True)
-        for name in ("training_rewards.png", "training_loss.png"):
-            if (out / name).exists():
-                shutil.copyfile(out / name, self.outputs / f"grpo_{name.removeprefix('training_')}")
+        for plot in ("training_rewards.png", "training_loss.png"):
+            if (out / plot).exists():
+                shutil.copyfile(out / plot, self.outputs / f"{name}_{plot.removeprefix('training_')}")
 
     def merge(self) -> None:
         out = self.checkpoint("merged")
@@ -328,13 +337,31 @@ class Demo:
         run(
             [self.eval_python, "-m", "eval", "run", "--model", checkpoint, "--bench", self.bench]
             + ["--output-dir", out, "--dtype", "float32", "--label", name]
-            + (self.think_eval() if name in RL_MODELS else [])
+            + (self.think_eval() if name in RL_MODELS or name.startswith("grpo_seed") else [])
             + (["--force"] if stale else [])  # the checkpoint was retrained since that run
         )
 
     def think_eval(self) -> list[str]:
         """The RL models' eval flags: the think prompt, the answer span read in the family's form."""
-        return THINK_EVAL_JSON if self.family.answer_form == families.JSON_BBOX else THINK_EVAL
+        return ["--answer-format", self.family.reasoning_answer_format, *THINK_EVAL[2:]]
+
+    def rl_seeds(self, seeds: list[int]) -> dict:
+        """GRPO + eval once per GRPO seed from the one trajectory-SFT model (`--rl-seeds`): the gain over it
+        as mean and spread, and each task's lowest well-formed rate, in outputs/.../rl_seeds.json."""
+        for seed in seeds:
+            self.grpo(seed, f"grpo_seed{seed}")
+            self.evaluate(f"grpo_seed{seed}")
+        metrics = {
+            name: json.loads((self.outputs / name / "metrics.json").read_text(encoding="utf-8"))
+            for name in ["traj_sft", *(f"grpo_seed{s}" for s in seeds)]
+        }
+        summary = seed_summary(metrics, seeds)
+        atomic_write_text(self.outputs / "rl_seeds.json", json.dumps(summary, indent=2) + "\n")
+        log(
+            f"GRPO over {len(seeds)} seeds: {summary['mean']:.2f} (spread {summary['spread']:.2f}) vs trajectory "
+            f"SFT {summary['traj_sft']:.2f}: gain {summary['gain']:+.2f}, holds: {summary['holds']}"
+        )
+        return summary
 
     def report(self) -> dict:
         runs = [self.outputs / name for name in MODELS]
@@ -352,6 +379,42 @@ class Demo:
         log(f"merged vs untrained Acc@0.5: {gain:+.1f} points; GRPO vs trajectory SFT: {rl_gain:+.2f} points")
         log(f"summary in {self.outputs / 'summary.json'}")
         return summary
+
+    def views(self) -> None:
+        """The viewers of the merged and RL models (`eval view`: every instance, boxes drawn) and their diff."""
+        runs = [self.outputs / name for name in VIEWED]
+        for out in runs:
+            run([self.eval_python, "-m", "eval", "view", out])
+        diff = self.outputs / f"diff_{'_'.join(VIEWED)}.md"
+        run([self.eval_python, "-m", "eval", "diff", *runs, "--output", diff, "--force"])
+        for name, out in zip(VIEWED, runs, strict=True):
+            log(f"viewer of {name}: {out / 'view' / 'index.html'}")
+        log(f"what changed from {VIEWED[0]} to {VIEWED[1]}: {diff}")
+
+
+def seed_summary(metrics: dict[str, dict], seeds: list[int]) -> dict:
+    """Per-seed Acc@0.5, mean, spread (max - min), the gain of the mean over trajectory SFT, whether it
+    holds (gain >= 2 points and > twice the spread, no task's well-formed rate below trajectory SFT's)."""
+    base = metrics["traj_sft"]
+    acc = {s: metrics[f"grpo_seed{s}"]["average"]["acc@0.5"] for s in seeds}
+    mean = sum(acc.values()) / len(acc)
+    spread = max(acc.values()) - min(acc.values())
+    gain = mean - base["average"]["acc@0.5"]
+    worst_formed = {}
+    for task, m in base["tasks"].items():
+        rates = [metrics[f"grpo_seed{s}"]["tasks"].get(task, {}).get("well_formed") for s in seeds]
+        if m.get("well_formed") is not None and all(r is not None for r in rates):
+            worst_formed[task] = {"traj_sft": m["well_formed"], "grpo_min": min(rates)}
+    formed_kept = all(v["grpo_min"] >= v["traj_sft"] - 1e-9 for v in worst_formed.values())
+    return {
+        "seeds": {str(s): a for s, a in acc.items()},
+        "traj_sft": base["average"]["acc@0.5"],
+        "mean": mean,
+        "spread": spread,
+        "gain": gain,
+        "well_formed": worst_formed,
+        "holds": gain >= 2.0 and gain > 2 * spread and formed_kept,
+    }
 
 
 def tree_name(family: str) -> str:
@@ -387,6 +450,16 @@ def main(argv: list[str] | None = None) -> int:
         default=families.DEFAULT_FAMILY,
         help="base-model family of the tiny model (its tree: data/demo-FAMILY, ...; qwen2-vl: data/demo)",
     )
+    parser.add_argument(
+        "--rl-seeds",
+        help="after the demo, GRPO + eval once per GRPO seed (e.g. 0,1,2) from the same trajectory-SFT "
+        "model: mean, spread and gain in outputs/.../rl_seeds.json",
+    )
+    parser.add_argument(
+        "--no-cpu-pins",
+        action="store_true",
+        help="keep the caller's environment (default: demo/cpu_pins.py's, for CPU-independent numbers)",
+    )
     args = parser.parse_args(argv)
 
     started = time.time()
@@ -395,6 +468,9 @@ def main(argv: list[str] | None = None) -> int:
         demo.claim()
     except DemoError as err:
         return fail(parser.prog, err, EXIT_BAD_INPUT)
+    if not args.no_cpu_pins:  # before anything here imports torch; subprocesses inherit os.environ
+        pins = cpu_pins.apply(os.environ)
+        log("CPU pins: " + " ".join(f"{k}={v}" for k, v in pins.items()))
     try:
         demo.build_model()
         demo.make_data()
@@ -406,6 +482,9 @@ def main(argv: list[str] | None = None) -> int:
         for name in MODELS:
             demo.evaluate(name)
         demo.report()
+        demo.views()
+        if args.rl_seeds:
+            demo.rl_seeds([int(s) for s in args.rl_seeds.split(",") if s.strip()])
     except subprocess.CalledProcessError as err:  # the step printed its own error above
         cmd = " ".join(str(c) for c in err.cmd[:4])
         return fail(

@@ -48,8 +48,8 @@ from random import Random
 
 from tqdm import tqdm
 
-from atomicio import OutputExistsError, atomic_dir
-from cli import EXIT_BAD_INPUT, EXIT_OK, fail
+from core.atomicio import OutputExistsError, atomic_dir
+from core.cli import EXIT_BAD_INPUT, EXIT_OK, fail
 from demo.synth_draw import N_CELLS, png_bytes, to_unit
 from demo.synth_general import write_llava_onevision, write_m4_instruct, write_refcoco
 from demo.synth_tasks import BENCH_TASKS, Sample, box_text

@@ -19,7 +19,7 @@ from random import Random
 
 from PIL import Image, ImageDraw
 
-from grounding import pixel_box_to_grid
+from core.grounding import pixel_box_to_grid
 
 # Backgrounds sit near the image processor's normalisation mean (CLIP's 0.48, 0.46, 0.41), so plain
 # background patches normalise to ~0. Measured on near-white backgrounds (+1.8 after normalisation):

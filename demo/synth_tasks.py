@@ -16,6 +16,7 @@ from random import Random
 
 from PIL import Image
 
+from core.grounding import box_tokens, ref_tokens
 from demo.synth_draw import (
     CELL_NAMES,
     COLORS,
@@ -32,7 +33,6 @@ from demo.synth_draw import (
     render_single,
     to_grid,
 )
-from grounding import box_tokens, ref_tokens
 
 ORDINALS = ("first", "second", "third", "fourth", "fifth", "sixth")
 NUMBERS = ("Zero", "One", "Two", "Three", "Four", "Five", "Six")

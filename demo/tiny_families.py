@@ -12,8 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from atomicio import atomic_dir
-from demo.tiny_model import _CORPUS_LINES, CHAT_TEMPLATE, SPECIAL_TOKENS, build_tokenizer
+from demo.tiny_model import _CORPUS_LINES, CHAT_TEMPLATE, SPECIAL_TOKENS, build_tokenizer, save_tiny
 from families import FAMILIES, get_family
 
 # The real tokenizers' added tokens after Qwen2-VL's specials, in their order (ordinary, non-special).
@@ -66,56 +65,22 @@ QWEN3_VL_CHAT_TEMPLATE = (
 _JSON_CORPUS_LINES = [
     '```json\n[\n\t{"bbox_2d": [73, 112, 364, 559], "label": "the red square"}\n]\n```',
     '[{"bbox_2d": [0, 0, 333, 333], "label": "a blue circle"}, {"bbox_2d": [667, 667, 1000, 1000]}]',
-    *(f.grounding_suffix.strip() for f in FAMILIES.values() if f.answer_form == "json-bbox_2d"),
-    *(f.refer_template for f in FAMILIES.values() if f.answer_form == "json-bbox_2d"),
-]
-
-TINY_PIXELS = {  # (min, max) of the tiny processors: 4 to 64 visual tokens per image, as the Qwen2-VL one
-    "qwen2.5-vl": (28 * 28 * 4, 224 * 224),
-    "qwen3-vl": (32 * 32 * 4, 256 * 256),
-}
+    *(FAMILIES[name].grounding_suffix.strip() for name in ("qwen2.5-vl", "qwen3-vl")),
+    *(FAMILIES[name].refer_template for name in ("qwen2.5-vl", "qwen3-vl")),
+]  # a fixed list: the tokenizer (and so every tiny JSON-family model) must not change when a family is added
 
 
-def build_family_tokenizer(family: str):
-    extra = QWEN3_EXTRA_TOKENS if family == "qwen3-vl" else QWEN25_EXTRA_TOKENS
+def _tokenizer(extra_tokens: list[str], chat_template: str | None = None):
     tokenizer = build_tokenizer(
-        corpus_lines=_CORPUS_LINES + _JSON_CORPUS_LINES, extra_tokens=extra, pad_token="<|endoftext|>"
+        corpus_lines=_CORPUS_LINES + _JSON_CORPUS_LINES, extra_tokens=extra_tokens, pad_token="<|endoftext|>"
     )
-    if family == "qwen3-vl":
-        tokenizer.chat_template = QWEN3_VL_CHAT_TEMPLATE
+    if chat_template is not None:
+        tokenizer.chat_template = chat_template
     return tokenizer
 
 
-def build_family_processor(tokenizer, family: str):
-    """The family's processor class with a small pixel budget (Qwen3-VL: patch 16, mean/std 0.5)."""
-    from transformers import Qwen2VLImageProcessor
-
-    lo, hi = TINY_PIXELS[family]
-    size = {"shortest_edge": lo, "longest_edge": hi}
-    if family == "qwen2.5-vl":
-        from transformers import Qwen2_5_VLProcessor
-        from transformers.models.qwen2_vl.video_processing_qwen2_vl import Qwen2VLVideoProcessor
-
-        return Qwen2_5_VLProcessor(
-            image_processor=Qwen2VLImageProcessor(size=size),
-            video_processor=Qwen2VLVideoProcessor(size=size),
-            tokenizer=tokenizer,
-            chat_template=CHAT_TEMPLATE,  # Qwen2.5-VL-Instruct ships Qwen2-VL's processor template
-        )
-    from transformers import Qwen3VLProcessor
-    from transformers.models.qwen3_vl.video_processing_qwen3_vl import Qwen3VLVideoProcessor
-
-    half = [0.5, 0.5, 0.5]
-    return Qwen3VLProcessor(
-        image_processor=Qwen2VLImageProcessor(size=size, patch_size=16, image_mean=half, image_std=half),
-        video_processor=Qwen3VLVideoProcessor(size=size, patch_size=16, image_mean=half, image_std=half),
-        tokenizer=tokenizer,
-        chat_template=QWEN3_VL_CHAT_TEMPLATE,
-    )
-
-
-def build_family_config(tokenizer, family: str, hidden: int = 128, layers: int = 2):
-    """The family's config: head_dim 64 (vLLM's CPU kernel), token ids from the tokenizer."""
+def _base_configs(tokenizer, hidden: int, layers: int) -> tuple[dict, dict, dict]:
+    """(text, vision, token-id) config values every tiny Qwen shares: head_dim 64 (vLLM's CPU kernel)."""
     ids = {tok: tokenizer.convert_tokens_to_ids(tok) for tok in SPECIAL_TOKENS}
     heads = hidden // 64
     text_config = {
@@ -148,19 +113,61 @@ def build_family_config(tokenizer, family: str, hidden: int = 128, layers: int =
         "vision_end_token_id": ids["<|vision_end|>"],
         "tie_word_embeddings": False,
     }
-    if family == "qwen2.5-vl":
-        from transformers import Qwen2_5_VLConfig
+    return text_config, vision_config, token_ids
 
-        text_config["max_window_layers"] = layers
-        text_config["rope_parameters"] = {
-            "rope_type": "default",
-            "rope_theta": 1e6,
-            "mrope_section": [8, 12, 12],
-        }
-        vision_config.update(patch_size=14, window_size=112, fullatt_block_indexes=[layers - 1])
-        return Qwen2_5_VLConfig(text_config=text_config, vision_config=vision_config, **token_ids)
-    from transformers import Qwen3VLConfig
 
+def qwen3_tokenizer():
+    """The tiny Qwen3-VL tokenizer (Qwen3's extra tokens, its chat template); Qwen3.5's starts from it."""
+    return _tokenizer(QWEN3_EXTRA_TOKENS, QWEN3_VL_CHAT_TEMPLATE)
+
+
+# (min, max) of the tiny processors: 4 to 64 visual tokens per image, as the Qwen2-VL one
+QWEN25_PIXELS = (28 * 28 * 4, 224 * 224)
+QWEN3_PIXELS = (32 * 32 * 4, 256 * 256)
+
+
+def qwen25_parts(hidden: int = 128, layers: int = 2):
+    """Tiny Qwen2.5-VL (tokenizer, processor, config): window_size // merge // patch >= 1 for vLLM."""
+    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLProcessor, Qwen2VLImageProcessor
+    from transformers.models.qwen2_vl.video_processing_qwen2_vl import Qwen2VLVideoProcessor
+
+    tokenizer = _tokenizer(QWEN25_EXTRA_TOKENS)
+    lo, hi = QWEN25_PIXELS
+    size = {"shortest_edge": lo, "longest_edge": hi}
+    processor = Qwen2_5_VLProcessor(
+        image_processor=Qwen2VLImageProcessor(size=size),
+        video_processor=Qwen2VLVideoProcessor(size=size),
+        tokenizer=tokenizer,
+        chat_template=CHAT_TEMPLATE,  # Qwen2.5-VL-Instruct ships Qwen2-VL's processor template
+    )
+    text_config, vision_config, token_ids = _base_configs(tokenizer, hidden, layers)
+    text_config["max_window_layers"] = layers
+    text_config["rope_parameters"] = {"rope_type": "default", "rope_theta": 1e6, "mrope_section": [8, 12, 12]}
+    vision_config.update(patch_size=14, window_size=112, fullatt_block_indexes=[layers - 1])
+    return (
+        tokenizer,
+        processor,
+        Qwen2_5_VLConfig(text_config=text_config, vision_config=vision_config, **token_ids),
+    )
+
+
+def qwen3_parts(hidden: int = 128, layers: int = 2):
+    """Tiny Qwen3-VL (tokenizer, processor, config): patch 16, mean/std 0.5, num_position_embeddings a
+    perfect square, deepstack indexes inside the tower."""
+    from transformers import Qwen2VLImageProcessor, Qwen3VLConfig, Qwen3VLProcessor
+    from transformers.models.qwen3_vl.video_processing_qwen3_vl import Qwen3VLVideoProcessor
+
+    tokenizer = qwen3_tokenizer()
+    lo, hi = QWEN3_PIXELS
+    size = {"shortest_edge": lo, "longest_edge": hi}
+    half = [0.5, 0.5, 0.5]
+    processor = Qwen3VLProcessor(
+        image_processor=Qwen2VLImageProcessor(size=size, patch_size=16, image_mean=half, image_std=half),
+        video_processor=Qwen3VLVideoProcessor(size=size, patch_size=16, image_mean=half, image_std=half),
+        tokenizer=tokenizer,
+        chat_template=QWEN3_VL_CHAT_TEMPLATE,
+    )
+    text_config, vision_config, token_ids = _base_configs(tokenizer, hidden, layers)
     text_config["head_dim"] = 64
     text_config["rope_parameters"] = {
         "rope_type": "default",
@@ -171,34 +178,27 @@ def build_family_config(tokenizer, family: str, hidden: int = 128, layers: int =
     vision_config.update(
         patch_size=16, num_position_embeddings=256, deepstack_visual_indexes=list(range(layers))
     )
-    return Qwen3VLConfig(text_config=text_config, vision_config=vision_config, **token_ids)
-
-
-def build_tiny_family(out_dir: str | Path, family: str, seed: int = 0, force: bool = False) -> Path:
-    """Write a tiny Qwen2.5-VL or Qwen3-VL checkpoint (weights, configs, tokenizer, processor, template)."""
-    import torch
-    import transformers
-    from transformers import GenerationConfig
-
-    fam = get_family(family)
-    if fam.name not in TINY_PIXELS:
-        raise ValueError(
-            f"build_tiny_family builds {', '.join(TINY_PIXELS)}; use build_tiny_qwen2vl for {fam.name}"
-        )
-    tokenizer = build_family_tokenizer(fam.name)
-    processor = build_family_processor(tokenizer, fam.name)
-    config = build_family_config(tokenizer, fam.name)
-    torch.manual_seed(seed)
-    model = getattr(transformers, fam.model_class)(config).to(torch.float32).eval()
-    text = config.text_config
-    model.generation_config = GenerationConfig(
-        bos_token_id=text.bos_token_id,
-        eos_token_id=[text.eos_token_id, text.pad_token_id],
-        pad_token_id=text.pad_token_id,
-        do_sample=False,  # greedy, like the Qwen2-VL stand-in (the released configs sample)
+    return (
+        tokenizer,
+        processor,
+        Qwen3VLConfig(text_config=text_config, vision_config=vision_config, **token_ids),
     )
-    out_dir = Path(out_dir)
-    with atomic_dir(out_dir, force=force) as tmp:
-        model.save_pretrained(tmp, safe_serialization=True)
-        processor.save_pretrained(tmp)
-    return out_dir
+
+
+def _save_tiny(out_dir, family: str, parts, seed: int, force: bool) -> Path:
+    import transformers
+
+    _, processor, config = parts
+    return save_tiny(
+        out_dir, getattr(transformers, get_family(family).model_class), processor, config, seed, force
+    )
+
+
+def build_tiny_qwen25vl(out_dir, seed: int = 0, force: bool = False) -> Path:
+    """A tiny Qwen2.5-VL checkpoint (Family.tiny_builder)."""
+    return _save_tiny(out_dir, "qwen2.5-vl", qwen25_parts(), seed, force)
+
+
+def build_tiny_qwen3vl(out_dir, seed: int = 0, force: bool = False) -> Path:
+    """A tiny Qwen3-VL checkpoint (Family.tiny_builder)."""
+    return _save_tiny(out_dir, "qwen3-vl", qwen3_parts(), seed, force)

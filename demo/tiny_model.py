@@ -10,7 +10,7 @@ smallest size vLLM's CPU attention kernel accepts).
 
 Deterministic: the same seed gives byte-identical weight and tokenizer files.
 
-`--family qwen2.5-vl|qwen3-vl` builds the same for those families (families.py): their model
+`--family qwen2.5-vl|qwen3-vl` builds the same for those families (families/): their model
 classes, their tokenizers' extra tokens (tool calls, FIM, and for Qwen3 `<think>`), their chat
 templates and processors (Qwen3-VL: patch 16, mean/std 0.5, its own video processor), in the
 tiny configs measured to build, load and generate (../shared/BASE_MODELS.md). The default
@@ -22,13 +22,14 @@ tiny configs measured to build, load and generate (../shared/BASE_MODELS.md). Th
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
 from pathlib import Path
 
-from atomicio import OutputExistsError, atomic_dir
-from cli import EXIT_BAD_INPUT, EXIT_OK, fail
-from families import FAMILIES, FAMILY_CHOICES, get_family
+from core.atomicio import OutputExistsError, atomic_dir
+from core.cli import EXIT_BAD_INPUT, EXIT_OK, fail
+from families import DEFAULT_FAMILY, FAMILIES, FAMILY_CHOICES, get_family
 
 # Qwen2-VL's special tokens, in the order (and relative ids) of the real tokenizer.
 SPECIAL_TOKENS = [
@@ -191,23 +192,25 @@ def build_config(tokenizer, hidden: int = 128, layers: int = 2, vision_dim: int 
     )
 
 
-def build_tiny_qwen2vl(out_dir: str | Path, seed: int = 0, force: bool = False) -> Path:
-    """Write the tiny checkpoint (weights, config, generation config, tokenizer, processor)."""
+def save_tiny(
+    out_dir, model_class, processor, config, seed: int, force: bool, generation: dict | None = None
+) -> Path:
+    """Random weights (seeded) for `config` in `model_class`, greedy generation, everything written atomically:
+    the one writer of every tiny checkpoint (each family's builder makes its tokenizer, processor and config).
+    `generation`: GenerationConfig values (default: bos/eos/pad from the text config, as the Qwen tiny ones)."""
     import torch
-    from transformers import GenerationConfig, Qwen2VLForConditionalGeneration
+    from transformers import GenerationConfig
 
-    tokenizer = build_tokenizer()
-    processor = build_processor(tokenizer)
-    config = build_config(tokenizer)
     torch.manual_seed(seed)
-    model = Qwen2VLForConditionalGeneration(config).to(torch.float32).eval()
-    text = config.text_config
-    model.generation_config = GenerationConfig(
-        bos_token_id=text.bos_token_id,
-        eos_token_id=[text.eos_token_id, text.pad_token_id],
-        pad_token_id=text.pad_token_id,
-        do_sample=False,
-    )
+    model = model_class(config).to(torch.float32).eval()
+    if generation is None:
+        text = config.text_config
+        generation = {
+            "bos_token_id": text.bos_token_id,
+            "eos_token_id": [text.eos_token_id, text.pad_token_id],
+            "pad_token_id": text.pad_token_id,
+        }
+    model.generation_config = GenerationConfig(**generation, do_sample=False)  # greedy (the releases sample)
     out_dir = Path(out_dir)
     with atomic_dir(out_dir, force=force) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
@@ -215,15 +218,31 @@ def build_tiny_qwen2vl(out_dir: str | Path, seed: int = 0, force: bool = False) 
     return out_dir
 
 
-def build_tiny_model(
-    out_dir: str | Path, family: str = "qwen2-vl", seed: int = 0, force: bool = False
-) -> Path:
-    """The tiny checkpoint of a family (families.FAMILY_CHOICES); qwen2-vl is build_tiny_qwen2vl's."""
-    if get_family(family).name == "qwen2-vl":
-        return build_tiny_qwen2vl(out_dir, seed=seed, force=force)
-    from demo.tiny_families import build_tiny_family
+def build_tiny_qwen2vl(out_dir: str | Path, seed: int = 0, force: bool = False) -> Path:
+    """Write the tiny checkpoint (weights, config, generation config, tokenizer, processor)."""
+    from transformers import Qwen2VLForConditionalGeneration
 
-    return build_tiny_family(out_dir, family, seed=seed, force=force)
+    tokenizer = build_tokenizer()
+    return save_tiny(
+        out_dir,
+        Qwen2VLForConditionalGeneration,
+        build_processor(tokenizer),
+        build_config(tokenizer),
+        seed,
+        force,
+    )
+
+
+def build_tiny_model(
+    out_dir: str | Path, family: str = DEFAULT_FAMILY, seed: int = 0, force: bool = False
+) -> Path:
+    """The tiny checkpoint of a family: the builder its Family names (`tiny_builder`, "module:function"
+    taking (out_dir, seed, force)), found by name so the families table stays the one place a family is
+    added."""
+    fam = get_family(family)
+    module, _, name = fam.tiny_builder.partition(":")
+    builder = getattr(importlib.import_module(module), name)
+    return builder(out_dir, seed=seed, force=force)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -231,7 +250,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("out", type=Path, help="folder to write the checkpoint into")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--force", action="store_true", help="replace an existing non-empty folder")
-    parser.add_argument("--family", choices=FAMILY_CHOICES, default="qwen2-vl", help="model family to build")
+    parser.add_argument(
+        "--family", choices=FAMILY_CHOICES, default=DEFAULT_FAMILY, help="model family to build"
+    )
     args = parser.parse_args(argv)
     try:
         path = build_tiny_model(args.out, family=args.family, seed=args.seed, force=args.force)

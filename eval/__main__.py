@@ -1,13 +1,15 @@
-"""`python -m eval run | score | compare | synth | benchmarks`: MIG-Bench (and RefCOCO) evaluation, scored like the papers."""
+"""`python -m eval run | score | compare | view | diff | synth | benchmarks`: MIG-Bench (and RefCOCO) evaluation, scored like the papers."""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
-from atomicio import OutputExistsError
-from cli import EXIT_BAD_INPUT, EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, fail, prog_name
+import families
+from core.atomicio import OutputExistsError
+from core.cli import EXIT_BAD_INPUT, EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, fail, prog_name
 
 PROG = prog_name("eval", "migician-eval")  # the name the user typed, in every error line
 
@@ -80,7 +82,6 @@ def _add_suite(sub) -> None:
 
 def _add_generation(p) -> None:
     """Options shared by `run` and `suite`: model, output, backend, prompt and decoding, scoring, engine."""
-    import families
     from eval import answers, prompts, scoring
     from eval.backends import BACKENDS
 
@@ -116,6 +117,12 @@ def _add_generation(p) -> None:
         default="auto",
         help="model family: its grounding prompt, answer format and box convention (default: auto, from the "
         "checkpoint's config.json; a served model without a local folder is qwen2-vl)",
+    )
+    p.add_argument(
+        "--pixel-budget",
+        help="the per-image pixel budget images are pre-shrunk to before the processor, as in training: a "
+        "number, or 'paper' for the paper's protocol (the processor's default, no pre-shrink); default: the "
+        "budget the checkpoint records (image_budget.json), else its family's training default",
     )
     p.add_argument(
         "--coords",
@@ -219,6 +226,7 @@ def _config(args, **fields):
         rescale=args.rescale,
         answer_format=args.answer_format,
         family=args.family,
+        pixel_budget=args.pixel_budget,
         chunk_size=args.chunk_size,
         data_parallel=args.data_parallel,
         dp_rank=args.dp_rank,
@@ -344,6 +352,43 @@ def _lmms(args) -> int:
     return EXIT_OK
 
 
+def _view(args) -> int:
+    import time
+
+    from eval.view import write_view
+
+    start = time.perf_counter()
+    done = write_view(
+        args.run,
+        _tasks_arg(args.task),
+        args.outcome,
+        args.limit,
+        args.page_size,
+        workers=max(1, args.workers),
+    )
+    took = time.perf_counter() - start
+    print(
+        f"viewer: {done.index} ({done.cards} instance(s) on {done.pages} page(s); {done.thumbs_new} new and "
+        f"{done.thumbs_reused} reused thumbnail(s); {done.bytes / 1e6:.1f} MB; {took:.1f} s)"
+    )
+    if done.image_errors:
+        print(f"{done.image_errors} image(s) could not be read; their pages say why")
+    return EXIT_OK
+
+
+def _diff(args) -> int:
+    from core.atomicio import atomic_write_text, refuse_existing
+    from eval.diff import diff_runs
+
+    if args.output:
+        refuse_existing(args.output, args.force)
+    report, _ = diff_runs(args.run_a, args.run_b, None if args.all else 20)
+    print(report, end="")
+    if args.output:
+        atomic_write_text(args.output, report)
+    return EXIT_OK
+
+
 def _print_summary(metrics: dict, out_dir) -> None:
     from eval.benchmarks import get_benchmark
 
@@ -367,7 +412,7 @@ def _print_summary(metrics: dict, out_dir) -> None:
     print(
         f"{bench.title} Acc@0.5: {' | '.join(cells)} | AVE {a['acc@0.5']:.2f} ({len(metrics['tasks'])} task(s))"
     )
-    print(f"reports in {out_dir}: metrics.json, results.md, metrics.csv, radar.png")
+    print(f"reports in {out_dir}: metrics.json, results.md, metrics.csv, radar.png, outcomes.png")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -397,6 +442,12 @@ def main(argv: list[str] | None = None) -> int:
         choices=sorted(answers.ANSWER_FORMATS),
         help="default: official, unless the run's run.json recorded another (then it must be given)",
     )
+    s.add_argument(
+        "--family",
+        choices=families.FAMILY_CHOICES,
+        help="read the answers as this family's (its answer format and box convention), for predictions made "
+        "elsewhere; explicit --answer-format / --coords still win",
+    )
     s.add_argument("--label", help="name of the run in the reports")
     s.add_argument("--force", action="store_true", help="replace report files already in --output-dir")
 
@@ -415,6 +466,29 @@ def main(argv: list[str] | None = None) -> int:
     y.add_argument("--force", action="store_true")
 
     sub.add_parser("benchmarks", help="list the benchmarks `run --benchmark` knows")
+
+    from eval.outcomes import OUTCOMES
+
+    v = sub.add_parser(
+        "view", help="write RUN/view/: every instance on its images, boxes drawn (HTML, no server)"
+    )
+    v.add_argument("run", type=Path, help="an `eval run` or `eval score` output folder")
+    v.add_argument("--task", nargs="+", help="only these tasks (commas allowed)")
+    v.add_argument("--outcome", nargs="+", choices=OUTCOMES, help="only these outcomes")
+    v.add_argument("--limit", type=int, help="at most N instances per task (failures first)")
+    v.add_argument("--page-size", type=int, default=200, help="instances per page (default: %(default)s)")
+    v.add_argument(
+        "--workers", type=int, default=os.cpu_count() or 1, help="thumbnail processes (default: all cores)"
+    )
+
+    d = sub.add_parser(
+        "diff", help="what changed between two runs of one benchmark: settings, outcomes, flips"
+    )
+    d.add_argument("run_a", type=Path, help="an `eval run` or `eval score` output folder")
+    d.add_argument("run_b", type=Path)
+    d.add_argument("--all", action="store_true", help="list every flipped instance (default: 20 per task)")
+    d.add_argument("--output", type=Path, help="also write the report (markdown) to this file")
+    d.add_argument("--force", action="store_true", help="replace --output if it exists")
 
     from eval.lmms.wrappers import WRAPPERS
 
@@ -448,8 +522,8 @@ def main(argv: list[str] | None = None) -> int:
     m.add_argument("--api-base", default="http://127.0.0.1:8000/v1", help="openai: the server's URL")
 
     args = parser.parse_args(argv)
-    from atomicio import exit_on_signals
-    from cli import setup_logging
+    from core.atomicio import exit_on_signals
+    from core.cli import setup_logging
 
     setup_logging(PROG)
 
@@ -475,11 +549,16 @@ def main(argv: list[str] | None = None) -> int:
                 args.label,
                 args.answer_format,
                 args.benchmark,
+                args.family,
             )
             _print_summary(metrics, args.output_dir)
             return EXIT_OK
         if args.command == "lmms":
             return _lmms(args)
+        if args.command == "view":
+            return _view(args)
+        if args.command == "diff":
+            return _diff(args)
         if args.command == "benchmarks":
             from eval.benchmarks import BENCHMARKS, get_benchmark
 
@@ -490,13 +569,13 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{name:10} {b.title:10} {data:16} tasks: {tasks}")
             return EXIT_OK
         if args.command == "compare":
-            from atomicio import atomic_write_text, refuse_existing
-            from eval.report import compare
+            from core.atomicio import atomic_write_text, refuse_existing
+            from eval.compare import compare
 
             table = compare(args.runs, args.metric)
             print(table, end="")
             if args.output:
-                from atomicio import ensure_distinct_paths
+                from core.atomicio import ensure_distinct_paths
 
                 runs = [r / n for r in args.runs for n in ("metrics.json", "suite.json", "suite.md")]
                 ensure_distinct_paths({"--output": args.output, "run": runs})

@@ -13,9 +13,12 @@ or resized pixels) is the run's `--coords`, chosen by its model family (eval.run
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 
-import grounding
+import families
+from core import grounding
+from eval import json_ids
 from eval.parsing import parse_box, parse_json_box
 
 ANSWER_FORMATS = {
@@ -23,9 +26,15 @@ ANSWER_FORMATS = {
     "think": "only the first <answer>...</answer> span (nothing if there is none)",
     "json": "the whole response as Qwen2.5-VL / Qwen3-VL JSON (first bbox_2d, also ```json fenced)",
     "think-json": "the first <answer>...</answer> span as bbox_2d JSON (RL models of the JSON families)",
+    "json-after-think": "Thinking checkpoints: bbox_2d JSON after the first </think> only (their prompt opens "
+    "<think>, so reasoning cut off before </think> is no answer)",
+    json_ids.NAME: "MG-Thinker's JSON image-id list in <answer> (not inside <think>): the target image's box",
 }
-_SPAN_FORMATS = ("think", "think-json")
-_JSON_FORMATS = ("json", "think-json")
+# The formats a family picks by default (families.Family.answer_format / thinking_answer_format): `eval score`
+# reads a run recorded with one of them the same way without being told.
+FAMILY_DEFAULT_FORMATS = ("json", "json-after-think")
+_SPAN_FORMATS = ("think", "think-json", json_ids.NAME)
+_JSON_FORMATS = ("json", "think-json", "json-after-think")
 DEFAULT_ANSWER_FORMAT = "official"
 
 
@@ -39,17 +48,27 @@ def answer_text(response, answer_format: str = DEFAULT_ANSWER_FORMAT) -> str | N
     """The part of a response that is read as the answer (None: no answer at all)."""
     if not isinstance(response, str):
         return None
-    if check_format(answer_format) not in _SPAN_FORMATS:
+    fmt = check_format(answer_format)
+    if fmt == "json-after-think":
+        return families.after_think(families.answers.opened_think(response))
+    if fmt not in _SPAN_FORMATS:
         return response
+    if answer_format == json_ids.NAME:
+        return json_ids.answer_text(response)
     return grounding.answer_span(response)
 
 
-def parse_answer(response, answer_format: str = DEFAULT_ANSWER_FORMAT):
+def parse_answer(response, answer_format: str = DEFAULT_ANSWER_FORMAT, target_image: int | None = None):
     """The paper's box parse (eval.parsing) of the answer part; official is exactly parse_box(response).
 
-    The JSON formats read only `bbox_2d` JSON: a box-token or bracket answer is no answer there."""
+    The JSON formats read only `bbox_2d` JSON: a box-token or bracket answer is no answer there.
+    think-json-ids reads the box the answer gives for target_image (0-based; eval.json_ids)."""
     if check_format(answer_format) == "official":
         return parse_box(response)
+    if answer_format == "json-after-think":
+        return parse_json_box(response, opened_think=True)
+    if answer_format == json_ids.NAME:
+        return json_ids.parse_answer(response, target_image)
     text = answer_text(response, answer_format)
     return parse_json_box(text) if answer_format in _JSON_FORMATS else parse_box(text)
 
@@ -60,18 +79,40 @@ def well_formed(response, answer_format: str, n_images: int) -> bool:
     fmt = check_format(answer_format)
     if fmt == "think":
         return grounding.mirg_well_formed(response, n_images)
+    if fmt == json_ids.NAME:
+        return json_ids.well_formed(response, n_images)
     if fmt == "think-json":
         parts = grounding.think_then_answer(response)
         if parts is None or not parts[0].strip() or parse_json_box(parts[1]) is None:
             return False
-        return n_images <= 1 or grounding.first_image_index(parts[1]) is not None
+        return grounding.names_an_image(parts[1], n_images)
     return parse_answer(response, fmt) is not None
 
 
 def named_image(response, answer_format: str) -> int | None:
-    """The 1-based image the answer names ([N-M], else Image N / Picture N), or None."""
+    """The 1-based image the answer names ([N-M], else Image N / Picture N; the JSON formats first read
+    an `"image_id"` key, json_image_id), or None."""
+    if check_format(answer_format) == json_ids.NAME:
+        return json_ids.named_image(response)
     text = answer_text(response, answer_format)
-    return grounding.first_image_index(text) if text else None
+    if not text:
+        return None
+    named = json_image_id(text) if answer_format in _JSON_FORMATS else None
+    return named if named is not None else grounding.first_image_index(text)
+
+
+# `"image_id": 2` (or "2"): how a JSON answer names its image, 1-based like `[N-M]` and "Image N".
+_IMAGE_ID_RE = re.compile(r'"image_id"\s*:\s*"?(\d{1,3})\b')
+
+
+def json_image_id(text) -> int | None:
+    """The first `"image_id"` value of a JSON answer (after a think block), or None; bounded like
+    families.parse_answer (at most families.MAX_ANSWER_CHARS characters are read)."""
+    if not isinstance(text, str) or len(text) > families.MAX_ANSWER_CHARS:
+        return None
+    text = families.after_think(text)
+    match = _IMAGE_ID_RE.search(text) if text else None
+    return int(match.group(1)) if match else None
 
 
 def _n_images(rec: dict) -> int | None:

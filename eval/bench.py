@@ -11,7 +11,7 @@ import hashlib
 import os
 from pathlib import Path
 
-from converters.streaming import InvalidJSONError, SourceReject, iter_json_records
+from core.streaming import InvalidJSONError, SourceReject, iter_json_records
 from eval import tasks
 from eval.benchmark import Bench, BenchError, Instance, Problem  # noqa: F401 - BenchError: API
 from eval.benchmark import is_number as _is_number

@@ -48,7 +48,7 @@ def parse_options(text: str) -> list[str] | None:
         if not line.strip():
             continue
         m = OPTION_LINE.match(line)
-        if m is None or m.group(1) != LETTERS[len(out)]:
+        if m is None or len(out) >= len(LETTERS) or m.group(1) != LETTERS[len(out)]:
             return None
         out.append(m.group(2))
     return out or None

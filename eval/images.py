@@ -1,10 +1,12 @@
 """Image loading exactly as the paper's script does it, plus the size the model sees.
 
 Why: Qwen2-VL's grounding is relative to the image it was shown, so every
-backend must get the same pixels. The paper's script passes paths through
-qwen_vl_utils (`process_vision_info` -> `fetch_image`: RGB, resized to a
-multiple of 28 within its pixel budget); we call the same function once and
-hand the same PIL images to vLLM, transformers or a server. The processor may
+backend must get the same pixels. By default a run feeds the budget the model
+was trained with (families.budget: the checkpoint's image_budget.json, else the
+family's default), pre-shrunk by the same PIL calls as LLaMA-Factory's training;
+`--pixel-budget paper` keeps the paper script's qwen_vl_utils `fetch_image`
+(RGB, a multiple of 28 within its default range). Either way the same PIL images
+go to vLLM, transformers or a server. The processor may
 resize again (its own budget); `view_size` predicts that final size, which is
 what Qwen2.5-VL's absolute-pixel answers refer to.
 """
@@ -20,15 +22,25 @@ class LoadedImage:
     original_size: tuple[int, int]  # (width, height) of the file
 
 
-def load_image(path: str) -> LoadedImage:
-    """Open one image file and resize it like qwen_vl_utils.process_vision_info."""
+def load_image(path: str, budget=None, family=None) -> LoadedImage:
+    """Open one image file and resize it as the run's protocol says.
+
+    budget (families.budget.ImageBudget) with a pixel budget: the family's own pre-shrink, the PIL calls
+    LLaMA-Factory makes in training (families.resize), so the processor then gives the canvas the model
+    was trained on. No budget, or the paper's protocol: qwen_vl_utils.process_vision_info's fetch_image,
+    as the paper's script does (its default range, up to 12.8M pixels).
+    """
     from PIL import Image
-    from qwen_vl_utils import fetch_image
 
     with Image.open(path) as img:
         img.load()
         size = img.size
-        resized = fetch_image({"image": img})
+        if budget is not None and not budget.is_paper:
+            resized = family.preprocess_image(img, budget.max_pixels, budget.min_pixels)
+        else:
+            from qwen_vl_utils import fetch_image
+
+            resized = fetch_image({"image": img})
     return LoadedImage(resized, size)
 
 

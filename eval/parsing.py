@@ -10,6 +10,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+import families
+
 _INT = r"(\d+)"
 _DEC = r"(\d+\.\d+)"
 
@@ -51,14 +53,12 @@ def parse_box(text) -> ParsedBox | None:
 JSON_PATTERN = "json_bbox_2d"
 
 
-def parse_json_box(text) -> ParsedBox | None:
+def parse_json_box(text, opened_think: bool = False) -> ParsedBox | None:
     """The first `bbox_2d` box of a JSON answer (families.parse_answer: bounded, never raises), or None.
 
     The values are the model's own numbers (0-1000 grid or resized pixels); n_matches counts its boxes.
     """
-    import families
-
-    parsed = families.parse_answer(text, _JSON_FAMILY)
+    parsed = families.parse_answer(text, _JSON_FAMILY, opened_think=opened_think)
     if parsed is None:
         return None
     return ParsedBox(tuple(float(v) for v in parsed.box), JSON_PATTERN, parsed.n_boxes)  # type: ignore[arg-type]

@@ -14,7 +14,7 @@ import json
 import os
 from pathlib import Path
 
-from atomicio import OutputExistsError, atomic_write_text
+from core.atomicio import OutputExistsError, atomic_write_text
 
 PREDICTIONS = "predictions.jsonl"
 COT_STEP1 = "cot_step1.jsonl"
@@ -28,6 +28,7 @@ OWN_FILES = (
     "metrics.csv",
     "results.md",
     "radar.png",
+    "outcomes.png",
     "scoring.json",
 )
 

@@ -26,12 +26,12 @@ FORMAT_SUFFIXES: dict[str, str] = {
     "in <answer> </answer> tags.",
     "none": "",
 }
-# Each JSON family's native grounding request (families.py: Qwen2.5-VL's cookbook, Qwen3-VL's report
+# Each JSON family's native grounding request (families/: Qwen2.5-VL's cookbook, Qwen3-VL's report
 # App. B.5), named after the family: the default suffix of a run whose model is of that family.
 # Qwen2-VL has none here: its runs keep the benchmark's own default (MIG-Bench: "script") byte for byte.
 for _fam in families.FAMILIES.values():
-    if _fam.answer_form == families.JSON_BBOX:
-        FORMAT_SUFFIXES[_fam.name] = _fam.grounding_suffix
+    if _fam.default_suffix is not None:
+        FORMAT_SUFFIXES[_fam.default_suffix] = _fam.grounding_suffix
 DEFAULT_SUFFIX = "script"
 FORMAT_WHEN = ("always", "need_format")
 
@@ -48,7 +48,7 @@ class Prompt:
 def family_suffix(family) -> str | None:
     """The FORMAT_SUFFIXES name a family's runs use by default (None: the benchmark's own default)."""
     fam = families.get_family(family)
-    return fam.name if fam.answer_form == families.JSON_BBOX else None
+    return fam.default_suffix
 
 
 def suffix_text(name: str) -> str:

@@ -1,4 +1,5 @@
-"""Reports: metrics.json, metrics.csv, results.md (the paper's table layout), radar.png, compare.
+"""Reports: metrics.json, metrics.csv, results.md (the paper's table layout), radar.png, outcomes.png,
+compare.
 
 Why separate from scoring: the numbers are computed once (Benchmark.aggregate);
 this module only lays them out, in the columns of the run's benchmark. The
@@ -13,12 +14,15 @@ import io
 import json
 from pathlib import Path
 
-from atomicio import atomic_file, atomic_write_text
+from core.atomicio import atomic_file, atomic_write_text
 from eval.benchmark import Benchmark
 from eval.benchmarks import DEFAULT_BENCHMARK, get_benchmark
 from eval.scoring import METRIC_KEYS
 
-OUTPUT_FILES = ("metrics.json", "metrics.csv", "results.md", "radar.png", "scoring.json")
+OUTPUT_FILES = ("metrics.json", "metrics.csv", "results.md", "radar.png", "outcomes.png", "scoring.json")
+# What each outcome is called in results.md and drawn in, in eval.outcomes.OUTCOMES order.
+OUTCOME_LABELS = {"hit": "hit", "miss": "miss", "wrong_image": "wrong image", "unparsed": "unparsed"}
+OUTCOME_COLOURS = {"hit": "#2e7d32", "miss": "#ef6c00", "wrong_image": "#6a1b9a", "unparsed": "#9e9e9e"}
 
 
 def _fmt(v) -> str:
@@ -61,6 +65,7 @@ def results_markdown(metrics: dict, context: dict, bench: Benchmark | None = Non
         ("format_suffix", "Format suffix"),
         ("convention" if context.get("convention") else "coords", "Coordinate convention"),
         ("answer_format", "Answer format"),
+        ("pixel_budget", "Image budget"),
     ):
         if context.get(key) is not None:
             lines.append(f"- {label}: `{context[key]}`")
@@ -123,6 +128,7 @@ def results_markdown(metrics: dict, context: dict, bench: Benchmark | None = Non
         _row(["**average (unweighted over tasks)**", m["n"], *[_fmt(m[k]) for k in METRIC_KEYS[1:]]])
     )
     lines += answers_section(metrics, context.get("answer_format", "official"), bench)
+    lines += outcomes_section(metrics, bench)
     lines += _skipped_and_notes(context)
     return "\n".join(lines) + "\n"
 
@@ -204,7 +210,10 @@ def answers_section(metrics: dict, answer_format: str, bench: Benchmark | None =
     present = [t for t in bench.tasks if "well_formed" in metrics["tasks"].get(t.name, {})]
     if not present:
         return []
-    rule = "MIRG-RL's think/answer format rule" if answer_format == "think" else "a box parses"
+    rule = {
+        "think": "MIRG-RL's think/answer format rule",
+        "think-json-ids": "MG-Thinker's think/answer/JSON-ids rule",
+    }.get(answer_format, "a box parses")
     lines = ["", f"## Answers (well-formed: {rule}; image index: where the answer names an image)", ""]
     lines.append(_row(["Task", "n", "well-formed %", "naming an image", "image-index acc %"]))
     lines.append(_row(["---"] * 5))
@@ -212,6 +221,65 @@ def answers_section(metrics: dict, answer_format: str, bench: Benchmark | None =
         m = metrics["tasks"][t.name]
         lines.append(_row([t.short, m["n"], _fmt(m["well_formed"]), m["image_named"], _fmt(m["image_acc"])]))
     return lines
+
+
+def outcomes_section(metrics: dict, bench: Benchmark) -> list[str]:
+    """results.md lines for the outcome taxonomy (eval.outcomes), the chart and the viewer's link."""
+    present = [t for t in bench.tasks if "outcomes" in metrics["tasks"].get(t.name, {})]
+    if not present:
+        return []
+    lines = [
+        "",
+        "## Outcomes (hit: IoU >= 0.5; miss: a box, IoU < 0.5; wrong image: the answer names another image; "
+        "unparsed: no box read)",
+        "",
+        _row(["Task", "n", *OUTCOME_LABELS.values()]),
+        _row(["---"] * (2 + len(OUTCOME_LABELS))),
+    ]
+    for t in present:
+        m = metrics["tasks"][t.name]
+        lines.append(_row([t.short, m["n"], *(m["outcomes"][k] for k in OUTCOME_LABELS)]))
+    lines += [
+        "",
+        "![Outcomes per task](outcomes.png)",
+        "",
+        "Every instance with its images and boxes: [view/index.html](view/index.html) "
+        "(written by `python -m eval view` on this folder).",
+    ]
+    return lines
+
+
+def outcomes_png(path: Path, metrics: dict, label: str, bench: Benchmark | None = None) -> None:
+    """One stacked bar per present task: the share of each outcome, its count written in the segment."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    bench = bench or _benchmark_of(metrics)
+    present = [t for t in bench.tasks if "outcomes" in metrics["tasks"].get(t.name, {})]
+    fig, ax = plt.subplots(figsize=(8, 0.45 * len(present) + 1.6))
+    rows = list(range(len(present)))[::-1]  # the first task on top
+    left = [0.0] * len(present)
+    for key, name in OUTCOME_LABELS.items():
+        counts = [metrics["tasks"][t.name]["outcomes"][key] for t in present]
+        shares = [
+            100.0 * c / max(1, metrics["tasks"][t.name]["n"]) for c, t in zip(counts, present, strict=True)
+        ]
+        ax.barh(rows, shares, left=left, color=OUTCOME_COLOURS[key], label=name)
+        for row, x, w, c in zip(rows, left, shares, counts, strict=True):
+            if w >= 6:
+                ax.text(x + w / 2, row, str(c), ha="center", va="center", color="white", fontsize=7)
+        left = [a + b for a, b in zip(left, shares, strict=True)]
+    ax.set_yticks(rows)
+    ax.set_yticklabels([t.short for t in present])
+    ax.set_xlim(0, 100)
+    ax.set_xlabel("% of instances (counts in the bars)")
+    ax.set_title(f"{bench.title} outcomes: {label}")
+    ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8)
+    with atomic_file(path, "wb") as f:
+        fig.savefig(f, format="png", dpi=100, bbox_inches="tight")
+    plt.close(fig)
 
 
 def radar_png(path: Path, metrics: dict, label: str, bench: Benchmark | None = None) -> None:
@@ -248,7 +316,7 @@ def radar_png(path: Path, metrics: dict, label: str, bench: Benchmark | None = N
 
 
 def write_reports(out_dir, metrics: dict, context: dict, bench: Benchmark | None = None) -> None:
-    """Write the five report files atomically into out_dir.
+    """Write the report files (OUTPUT_FILES) atomically into out_dir.
 
     metrics.json names its benchmark unless it is MIG-Bench (so a MIG-Bench file keeps its keys)."""
     bench = bench or _benchmark_of(metrics)
@@ -263,51 +331,5 @@ def write_reports(out_dir, metrics: dict, context: dict, bench: Benchmark | None
     atomic_write_text(out / "scoring.json", json.dumps(context, indent=2, default=str) + "\n")
     if metrics["tasks"] and not bench.is_choice:
         radar_png(out / "radar.png", metrics, str(context.get("model", "this run")), bench)
-
-
-def _read_metrics(run_dir) -> dict:
-    path = Path(run_dir) / "metrics.json"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: is {run_dir} a scored eval folder?")
-    try:
-        m = json.loads(path.read_text(encoding="utf-8"))
-        if not isinstance(m.get("tasks"), dict) or not isinstance(m.get("average"), dict):
-            raise KeyError("tasks/average")
-        get_benchmark(m.get("benchmark", DEFAULT_BENCHMARK))
-    except (json.JSONDecodeError, KeyError, AttributeError, TypeError, ValueError) as exc:
-        raise ValueError(f"{path} is not a metrics.json written by `python -m eval`: {exc}") from exc
-    return m
-
-
-def compare(run_dirs, metric: str = "acc@0.5") -> str:
-    """Markdown tables: one per benchmark present, one row per run folder (its metrics.json).
-
-    A suite folder (suite.json) stands for its benchmarks' folders, its rows named after the suite."""
-    if metric not in METRIC_KEYS[1:]:
-        raise ValueError(f"unknown metric {metric!r}; choose from {METRIC_KEYS[1:]}")
-    from eval.suite import expand_runs
-
-    by_bench: dict[str, list[tuple[str, dict]]] = {}
-    for d in expand_runs(run_dirs):
-        m = _read_metrics(d)
-        d = Path(d).resolve()
-        name = d.parent.name if (d.parent / "suite.json").is_file() else d.name  # a suite's part: its model
-        by_bench.setdefault(m.get("benchmark", DEFAULT_BENCHMARK), []).append((name, m))
-    blocks = []
-    for name, runs in by_bench.items():
-        bench = get_benchmark(name)
-        # a choice benchmark has one metric, accuracy; a benchmark whose tasks are the data's (MMIU's
-        # 52+) is shown by its average alone
-        key = "accuracy" if bench.is_choice else metric
-        columns = () if bench.open_tasks else bench.tasks
-        header = ["Run", *[t.short for t in columns], "AVE", "tasks"]
-        lines = [f"{bench.title} {key} (%)", "", _row(header), _row(["---"] * len(header))]
-        for run_name, m in runs:
-            try:
-                cells = [m["tasks"].get(t.name, {}).get(key) for t in columns]
-                ave = m["average"][key]
-            except (KeyError, AttributeError, TypeError) as exc:
-                raise ValueError(f"{run_name}/metrics.json lacks {key}: {exc}") from exc
-            lines.append(_row([run_name, *map(_fmt, cells), _fmt(ave), len(m["tasks"])]))
-        blocks.append("\n".join(lines) + "\n")
-    return "\n".join(blocks)
+    if any("outcomes" in m for m in metrics["tasks"].values()):
+        outcomes_png(out / "outcomes.png", metrics, str(context.get("model", "this run")), bench)

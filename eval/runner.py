@@ -17,17 +17,19 @@ import os
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import families
+from core.jsonfile import JSONFileError, read_json
 from eval import answers as answer_formats  # not `answers`: score_records has a local of that name
-from eval import choice, scoring
+from eval import choice, outcomes, provenance, scoring
 from eval import prompts as P
 from eval.benchmark import Bench, Benchmark, Instance
-from eval.benchmarks import DEFAULT_BENCHMARK, get_benchmark
+from eval.benchmarks import BENCHMARKS, DEFAULT_BENCHMARK, get_benchmark
 from eval.predictions import COT_STEP1, OWN_FILES, PREDICTIONS, RunStore, read_jsonl
-from eval.report import write_reports
+from eval.report import OUTPUT_FILES, write_reports
+from families.budget import ImageBudget, eval_budget
 
 MODES = ("direct", "cot", "mcot")
 log = logging.getLogger(__name__)
@@ -55,6 +57,8 @@ class RunConfig:
     rescale: str = "none"
     answer_format: str | None = None  # eval.answers.ANSWER_FORMATS; None: the family's (official or json)
     family: str = "auto"  # families.FAMILY_CHOICES, or auto: the checkpoint's config.json (resolve_family)
+    pixel_budget: str | None = None  # "paper", a number, or None: the checkpoint's record (families.budget)
+    image_budget: ImageBudget | None = None  # pixel_budget resolved (run() sets it; None: paper protocol)
     chunk_size: int = 256
     data_parallel: int = 1
     dp_rank: int | None = None  # set in data-parallel worker processes
@@ -119,13 +123,12 @@ def family_defaults(cfg: RunConfig, family: families.Family, thinking: bool = Fa
     """cfg with the family's defaults where the command line left a choice open (explicit values win):
     its format suffix (JSON families: their native request), answer format and coordinate convention,
     and the generation budget (a Thinking checkpoint's is THINKING_MAX_NEW_TOKENS)."""
-    from dataclasses import replace
 
     # A choice benchmark's prompt is its own protocol: no grounding request is appended to it.
     suffix = cfg.format_suffix or (
         None if get_benchmark(cfg.benchmark).is_choice else P.family_suffix(family)
     )
-    answer = cfg.answer_format or ("json" if family.answer_form == families.JSON_BBOX else "official")
+    answer = cfg.answer_format or (family.thinking_answer_format if thinking else family.answer_format)
     coords = cfg.coords or family.box_convention
     budget = cfg.max_new_tokens or (THINKING_MAX_NEW_TOKENS if thinking else DEFAULT_MAX_NEW_TOKENS)
     return replace(
@@ -203,13 +206,43 @@ def protocol_of(cfg: RunConfig, bench: Bench) -> dict:
         "dtype": cfg.engine.get("dtype", "auto"),
         "bench_sha256": bench.sha256,
         "answer_scale": bench.answer_scale,
-        "image_loading": "qwen_vl_utils.fetch_image",
+        "image_loading": image_loading(cfg.image_budget),
         # Recorded only when not official, so an official run's run.json (and its resume check) is unchanged.
         **({"answer_format": cfg.answer_format} if cfg.answer_format != "official" else {}),
         # Likewise only for a family other than Qwen2-VL (which run.json's `info` names in every run, with
         # the coords: those are a scoring choice, so a rerun may change them, as before).
         **({"family": cfg.family} if cfg.family not in (None, "auto", families.DEFAULT_FAMILY) else {}),
     }
+
+
+def cpu_backend(cfg: RunConfig, family: families.Family) -> str:
+    """The backend to run: --backend, except vLLM on the CPU for a family its CPU build cannot run at the run's
+    dtype (Family.vllm_cpu_limit), which runs on transformers instead, with a warning and run.json saying so."""
+    if cfg.backend != "vllm" or family.vllm_cpu_limit is None:
+        return cfg.backend
+    if cfg.engine.get("dtype", "auto") in family.vllm_cpu_dtypes or not _runs_on_cpu(cfg):
+        return cfg.backend
+    log.warning(
+        "%s; evaluating with --backend hf on the CPU (the GPU path stays vLLM)", family.vllm_cpu_limit
+    )
+    return "hf"
+
+
+def _runs_on_cpu(cfg: RunConfig) -> bool:
+    device = cfg.engine.get("device", "auto")
+    if device != "auto":
+        return device == "cpu"
+    import torch
+
+    return not torch.cuda.is_available()
+
+
+def image_loading(budget: ImageBudget | None) -> str:
+    """run.json's record of how images were sized (the paper protocol keeps its earlier wording, so a run
+    made before budgets existed resumes as the same run)."""
+    if budget is None or budget.is_paper:
+        return "qwen_vl_utils.fetch_image"
+    return f"families.resize.preprocess_image(image_max_pixels={budget.max_pixels}, image_min_pixels={budget.min_pixels})"
 
 
 def skip_record(index: int, task: str | None, images, reason: str) -> dict:
@@ -239,7 +272,7 @@ def score_records(
     for rec in records:
         rec = dict(rec)
         if rec.get("skipped"):
-            rec.update(box=None, iou=0.0)
+            rec.update(box=None, iou=0.0, outcome="unparsed")
             out.append(rec)
             continue
         answer = [v / 1000.0 for v in rec["answer"]] if thousand else rec["answer"]
@@ -252,8 +285,13 @@ def score_records(
                 size = sizes[target]
             elif answer_formats.parse_answer(rec.get("response"), answer_format) is not None:
                 unconverted += 1
-        rec.update(scoring.score_response(rec.get("response"), answer, coords, size, rescale, answer_format))
+        rec.update(
+            scoring.score_response(
+                rec.get("response"), answer, coords, size, rescale, answer_format, rec.get("target_image")
+            )
+        )
         rec["answer"] = answer
+        rec["outcome"] = outcomes.classify(rec, answer_format)
         out.append(rec)
     if unconverted:
         notes.append(
@@ -328,6 +366,24 @@ def _validate_prediction(
     return None
 
 
+def read_predictions(predictions, benchmark: Benchmark) -> tuple[list[dict], list[str]]:
+    """The usable lines of a predictions file, one per instance (the last), and notes on the others.
+
+    Raises ValueError when none is usable (`eval score`, `eval view` and `eval diff` read files alike)."""
+    raw, problems = read_jsonl(Path(predictions), line_numbers=True)
+    records, notes = [], list(problems)
+    for lineno, rec in raw:
+        bad = _validate_prediction(lineno, rec, benchmark.task_names, benchmark)
+        if bad:
+            notes.append(f"ignored {bad}")
+        else:
+            records.append((lineno, rec))
+    records = _one_line_per_instance(records, notes)
+    if not records:
+        raise ValueError(f"{predictions} holds no usable prediction ({'; '.join(notes[:3])})")
+    return records, notes
+
+
 def report(
     out_dir,
     records: list[dict],
@@ -358,6 +414,8 @@ def report(
     )
     for task, extra in stats.items():  # appended after the paper's keys, which stay as they are
         metrics["tasks"][task].update(extra)
+    for task, extra in outcomes.counts(r for r in scored if r.get("task") in names).items():
+        metrics["tasks"][task]["outcomes"] = extra
     context = dict(
         context,
         coords=coords,
@@ -370,28 +428,33 @@ def report(
     return metrics if benchmark.name == DEFAULT_BENCHMARK else dict(metrics, benchmark=benchmark.name)
 
 
-def recorded_protocol(predictions) -> dict | None:
-    """The protocol the run.json beside a predictions file records (None: no readable run.json)."""
-    try:
-        run = json.loads((Path(predictions).parent / "run.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+def _run_record(predictions) -> dict | None:
+    """The run.json beside a predictions file (None: there is none); ValueError naming it when it is
+    there but unreadable (then its protocol is unknown, and scoring with defaults could misread it)."""
+    path = Path(predictions).parent / "run.json"
+    if not os.path.lexists(path):
         return None
-    protocol = run.get("protocol") if isinstance(run, dict) else None
+    try:
+        return read_json(path, dict, "a run record")
+    except JSONFileError as err:
+        raise ValueError(f"{err}; move it away to score with the defaults") from None
+
+
+def recorded_protocol(predictions) -> dict | None:
+    """The protocol the run.json beside a predictions file records (None: no run.json)."""
+    protocol = (_run_record(predictions) or {}).get("protocol")
     return protocol if isinstance(protocol, dict) else None
 
 
 def recorded_answer_format(predictions) -> str | None:
-    """The answer format the run.json beside a predictions file records (None: no readable run.json)."""
+    """The answer format the run.json beside a predictions file records (None: no run.json)."""
     protocol = recorded_protocol(predictions)
     return None if protocol is None else protocol.get("answer_format", "official")
 
 
 def recorded_coords(predictions, family_name) -> str:
     """The coords a run's run.json `info` records, else its family's convention, else grid1000."""
-    try:
-        info = json.loads((Path(predictions).parent / "run.json").read_text(encoding="utf-8")).get("info")
-    except (OSError, ValueError, AttributeError):
-        info = None
+    info = (_run_record(predictions) or {}).get("info")
     coords = info.get("coords") if isinstance(info, dict) else None
     if coords is None and family_name is not None:
         coords = families.get_family(family_name).box_convention
@@ -410,8 +473,12 @@ def score_file(
     label=None,
     answer_format=None,
     benchmark: str | None = None,
+    family: str | None = None,
 ) -> dict:
     """`python -m eval score`: metrics from a predictions file alone.
+
+    family: read the answers as that family's (its answer format and box convention) where --answer-format
+    and --coords leave it open, for predictions made elsewhere (another tool's run of a Qwen2.5-VL model).
 
     answer_format None means official, unless the run's run.json recorded another one: then the
     call is refused rather than silently reading think-style answers the official way. The same
@@ -419,12 +486,12 @@ def score_file(
     different one given explicitly is refused. coords None: what run.json records (its `info`, else its
     family's convention, else grid1000); a JSON family's recorded `json` answer format is used likewise.
     """
-    from atomicio import OutputExistsError, ensure_distinct_paths, refuse_existing
+    from core.atomicio import OutputExistsError, ensure_distinct_paths, refuse_existing
 
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise OutputExistsError(f"--output-dir {out} is a file, not a folder")
-    names = ("metrics.json", "results.md", "metrics.csv", "radar.png", "scoring.json")
+    names = OUTPUT_FILES
     ensure_distinct_paths({"--predictions": predictions} | {f"report {n}": out / n for n in names})
     for name in names:
         refuse_existing(out / name, force, what="report file")
@@ -436,13 +503,22 @@ def score_file(
         raise ValueError(
             f"{predictions} comes from a {ran_on} run (its run.json); it cannot be scored as {benchmark}"
         )
+    if benchmark is None and ran_on is not None and ran_on not in BENCHMARKS:
+        raise ValueError(
+            f"{Path(predictions).parent / 'run.json'} records benchmark {str(ran_on)[:60]!r}, which is not one of "
+            f"{', '.join(BENCHMARKS)}"
+        )
     bench_def = get_benchmark(benchmark or ran_on)
     recorded = recorded_answer_format(predictions)
-    family_name = (protocol or {}).get("family")  # recorded for JSON families; unknown otherwise
+    family_name = family or (protocol or {}).get("family")  # recorded for JSON families; unknown otherwise
+    if family is not None:
+        fam = families.get_family(family)
+        coords = coords or fam.box_convention
+        answer_format = answer_format or fam.answer_format
     if coords is None:
         coords = recorded_coords(predictions, family_name)
-    if answer_format is None and recorded == "json":
-        answer_format = "json"  # what the family's run read; a plain default, not a reinterpretation
+    if answer_format is None and recorded in answer_formats.FAMILY_DEFAULT_FORMATS:
+        answer_format = recorded  # what the family's run read; a plain default, not a reinterpretation
     if answer_format is None:
         if recorded not in (None, "official"):
             raise ValueError(
@@ -452,22 +528,12 @@ def score_file(
             )
         answer_format = "official"
     answer_formats.check_format(answer_format)
-    raw, problems = read_jsonl(Path(predictions), line_numbers=True)
-    records, notes = [], list(problems)
+    records, notes = read_predictions(predictions, bench_def)
     if recorded is not None and recorded != answer_format:
         notes.append(f"scored with --answer-format {answer_format}; the run recorded {recorded}")
-    for lineno, rec in raw:
-        bad = _validate_prediction(lineno, rec, bench_def.task_names, bench_def)
-        if bad:
-            notes.append(f"ignored {bad}")
-        else:
-            records.append((lineno, rec))
-    records = _one_line_per_instance(records, notes)
-    if not records:
-        raise ValueError(f"{predictions} holds no usable prediction ({'; '.join(notes[:3])})")
     context = {
         "model": label or Path(predictions).resolve().parent.name,
-        "predictions": str(predictions),
+        "predictions": str(Path(predictions).resolve()),  # absolute: `eval view` of this folder reads it
         # Only when run.json names the family: otherwise results.md states the bare --coords, as before.
         **({"convention": convention_text(family_name, coords, "from run.json")} if family_name else {}),
         "notes": notes,
@@ -483,10 +549,10 @@ def _chunks(items, size):
         yield items[i : i + size]
 
 
-def _load_images(paths):
+def _load_images(paths, budget: ImageBudget | None, family: families.Family):
     from eval.images import load_image
 
-    return [load_image(p) for p in paths]
+    return [load_image(p, budget, family) for p in paths]
 
 
 class Generator:
@@ -495,6 +561,7 @@ class Generator:
     def __init__(self, cfg: RunConfig, backend, store: RunStore, rank: int | None):
         self.cfg, self.backend, self.store, self.rank = cfg, backend, store, rank
         self.benchmark = get_benchmark(cfg.benchmark)
+        self.family = families.get_family(cfg.family)
         self.suffix = P.suffix_text(suffix_of(cfg))
         self.processor = getattr(backend, "processor", None)
         self.failures = 0
@@ -570,6 +637,7 @@ class Generator:
                 self.cfg.answer_format,
             )
         )
+        rec["outcome"] = outcomes.classify(rec, self.cfg.answer_format)
         return rec
 
     def _bar(self, total, desc):
@@ -591,7 +659,7 @@ class Generator:
                 for inst in chunk:
                     prompt, paths = prepare(inst)
                     try:
-                        loaded = _load_images(paths)
+                        loaded = _load_images(paths, self.cfg.image_budget, self.family)
                     except Exception as exc:  # noqa: BLE001 - any unreadable image skips its instance
                         skips.append(
                             skip_record(inst.index, inst.task, inst.images, f"cannot read image: {exc}")
@@ -730,6 +798,15 @@ def run(cfg: RunConfig, argv: list[str] | None = None) -> dict | None:
     if thinking is not None:
         log.info("a Thinking checkpoint (%s): answers are read after its </think>", thinking)
     cfg = family_defaults(cfg, picked_family.family, thinking is not None)
+    budget = eval_budget(cfg.pixel_budget, picked_family.family, local_checkpoint(cfg))
+    asked = cfg.backend
+    cfg = replace(cfg, image_budget=budget, backend=cpu_backend(cfg, picked_family.family))
+    switched = (
+        f"--backend {asked} -> {cfg.backend}: {picked_family.family.vllm_cpu_limit}"
+        if cfg.backend != asked
+        else None
+    )
+    log.info("images: %s", budget.describe())
     if cfg.mode not in MODES:
         raise ValueError(f"unknown mode {cfg.mode!r}; choose from {MODES}")
     if cfg.mode not in benchmark.modes:
@@ -747,7 +824,7 @@ def run(cfg: RunConfig, argv: list[str] | None = None) -> dict | None:
         raise ValueError(
             f"--coords must be one of {sorted(scoring.COORDS)}, --rescale one of {scoring.RESCALES}"
         )
-    from atomicio import ensure_distinct_paths
+    from core.atomicio import ensure_distinct_paths
 
     out = Path(cfg.output_dir)
     if benchmark.data_kind == "file":
@@ -765,6 +842,10 @@ def run(cfg: RunConfig, argv: list[str] | None = None) -> dict | None:
         "convention": convention_text(cfg.family, cfg.coords, picked_family.source)
         + (" Thinking checkpoint: the answer after its </think> is read." if thinking else ""),
         **({"thinking_template": str(thinking)} if thinking else {}),
+        "versions": provenance.library_versions(),
+        "pixel_budget": budget.describe(),
+        **({"backend_note": switched} if switched else {}),
+        "processor_pixels": provenance.processor_pixels(local_checkpoint(cfg)),
     }
     store = RunStore(cfg.output_dir, protocol, info, force=cfg.force and cfg.dp_rank is None)
 
@@ -814,7 +895,8 @@ def run(cfg: RunConfig, argv: list[str] | None = None) -> dict | None:
         "answer_scale": bench.answer_scale,
         "incomplete": missing,
         "convention": info["convention"],
-        "notes": bench.warnings + store.notes,
+        "pixel_budget": info["pixel_budget"],
+        "notes": bench.warnings + store.notes + ([switched] if switched else []),
     }
     metrics = report(cfg.output_dir, records, context, cfg.coords, cfg.rescale, cfg.answer_format, benchmark)
     if missing or failures:

@@ -9,8 +9,8 @@ scores are kept on purpose and named where they happen.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
 
+from core import grounding
 from eval import answers
 from eval.parsing import JSON_PATTERN, ParsedBox, parse_box  # noqa: F401 - parse_box: part of this module's API
 
@@ -66,18 +66,8 @@ def rescale_migician(box: list[float] | None, n_matches: int) -> list[float] | N
 
 
 def iou(gt, pred) -> float:
-    """IoU of two [x1, y1, x2, y2] boxes; 0 for no overlap, inverted or empty boxes, or no box."""
-    if not pred or not gt or len(pred) < 4 or len(gt) < 4:
-        return 0.0
-    x_left, y_top = max(gt[0], pred[0]), max(gt[1], pred[1])
-    x_right, y_bottom = min(gt[2], pred[2]), min(gt[3], pred[3])
-    if x_right < x_left or y_bottom < y_top:
-        return 0.0
-    inter = (x_right - x_left) * (y_bottom - y_top)
-    union = (gt[2] - gt[0]) * (gt[3] - gt[1]) + (pred[2] - pred[0]) * (pred[3] - pred[1]) - inter
-    if union <= 0:  # two empty boxes: the paper's script divides by zero here
-        return 0.0
-    return inter / union
+    """IoU of the ground truth and a prediction: the pack's one IoU (grounding.box_iou); 0 for no box."""
+    return grounding.box_iou(gt, pred)
 
 
 def score_response(
@@ -87,12 +77,14 @@ def score_response(
     size=None,
     rescale: str = "none",
     answer_format: str = "official",
+    target_image: int | None = None,
 ) -> dict:
     """Parse, normalise, optionally rescale and compare one response with its answer box.
 
     answer_format "think" parses only the first <answer>...</answer> span, "json" / "think-json" read
-    bbox_2d JSON (eval.answers); `coords` says what the numbers are (the family's convention)."""
-    parsed = answers.parse_answer(response, answer_format)
+    bbox_2d JSON (eval.answers); `coords` says what the numbers are (the family's convention).
+    target_image (0-based): the image whose box an image-id answer (think-json-ids) is scored on."""
+    parsed = answers.parse_answer(response, answer_format, target_image)
     if parsed is not None and not all(math.isfinite(v) for v in parsed.values):
         parsed = None  # a 400-digit "integer" is inf: no box (IoU 0), so metrics.json never holds NaN
     box = normalise(parsed, coords, size)
@@ -108,14 +100,3 @@ def score_response(
         "box": box,
         "iou": iou(answer, box),
     }
-
-
-def aggregate(records: Iterable[dict], benchmark=None) -> dict:
-    """metrics.json's numbers: per task, per group and the unweighted average (eval.benchmark).
-
-    benchmark: an eval.benchmark.Benchmark (default MIG-Bench, Table 1 order)."""
-    if benchmark is None:
-        from eval.benchmarks import get_benchmark
-
-        benchmark = get_benchmark()
-    return benchmark.aggregate(records)

@@ -14,7 +14,7 @@ import logging
 from dataclasses import replace
 from pathlib import Path
 
-from atomicio import atomic_write_text
+from core.atomicio import OutputExistsError, atomic_write_text
 from eval.benchmarks import get_benchmark, table2
 from eval.benchmarks.refcoco import TABLE8
 from eval.report import _fmt, _row  # the report's own cell and row format
@@ -70,6 +70,8 @@ def run_suite(base, parts: tuple[str, ...], sources: dict[str, str | None]) -> d
     from eval.runner import IncompleteRun, run
 
     out = Path(base.output_dir)
+    if out.exists() and not out.is_dir():
+        raise OutputExistsError(f"--output-dir {out} is a file, not a folder")
     summary: dict = {"model": base.label or Path(base.model).name or base.model, "parts": list(parts)}
     results, skipped, incomplete = {}, {}, []
     for part in parts:

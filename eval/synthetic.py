@@ -16,7 +16,7 @@ import json
 import random
 from pathlib import Path
 
-from atomicio import atomic_dir
+from core.atomicio import atomic_dir
 from eval import tasks
 
 # MIG-Bench's number of images per instance (4,295 instances in all).
@@ -224,3 +224,63 @@ def make_synthetic_bench(
             )
         (tmp / "MIG_data.json").write_text(json.dumps(records, indent=4), encoding="utf-8")
     return out_root / "MIG-Bench" / "MIG_data.json"
+
+
+# The share of each outcome a synthetic run's answers are written to get (eval.outcomes.OUTCOMES).
+RUN_MIX = (("hit", 0.45), ("miss", 0.25), ("wrong_image", 0.15), ("unparsed", 0.15))
+
+
+def _box_text(box, dx: float = 0.0) -> str:
+    x1, y1, x2, y2 = (
+        min(1000, max(0, round(1000 * (v + (dx if k % 2 == 0 else 0))))) for k, v in enumerate(box)
+    )
+    return f"<|box_start|>({x1},{y1}),({x2},{y2})<|box_end|>"
+
+
+def make_synthetic_run(bench_path, out_dir, instances: int | None = None, seed: int = 0) -> Path:
+    """An `eval run` folder (run.json, predictions.jsonl) of scripted answers to a synthetic bench:
+    per instance a hit, a miss (the box moved aside), a wrong image (`[N-M]` naming another image) or an
+    unparsed answer, in RUN_MIX shares. `instances`: a seeded sample of that many. Score it with
+    `python -m eval score --predictions OUT/predictions.jsonl --output-dir OUT`; view it with `eval view`."""
+    from eval.benchmarks import get_benchmark
+
+    benchmark = get_benchmark()
+    bench = benchmark.load(str(bench_path), None, None, None, "auto")
+    rng = random.Random(seed)
+    insts = bench.instances
+    if instances is not None and instances < len(insts):
+        insts = sorted(rng.sample(insts, instances), key=lambda i: i.index)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    lines = []
+    for inst in insts:
+        target = benchmark.target_image(inst)
+        kind = rng.choices([k for k, _ in RUN_MIX], [w for _, w in RUN_MIX])[0]
+        n = len(inst.images)
+        other = rng.choice([k for k in range(n) if k != target]) if n > 1 else target
+        aside = 0.45 if inst.answer[0] + inst.answer[2] < 1 else -0.45  # to the other half: no overlap
+        response = {
+            "hit": f"[{(target or 0) + 1}-1]{_box_text(inst.answer, rng.uniform(-0.02, 0.02))}",
+            "miss": f"[{(target or 0) + 1}-1]{_box_text(inst.answer, aside)}",
+            "wrong_image": f"[{other + 1}-1]{_box_text(inst.answer, aside)}",
+            "unparsed": "I cannot tell where it is.",
+        }[kind]
+        lines.append(
+            {
+                "index": inst.index,
+                "task": inst.task,
+                "images": inst.images,
+                "prompt": inst.question,
+                "response": response,
+                "answer": inst.answer,
+                "n_images": n,
+                "target_image": target,
+            }
+        )
+    protocol = {"model": {"name": f"synthetic-{seed}"}, "backend": "scripted", "mode": "direct"}
+    info = {"bench": str(Path(bench_path).resolve()), "image_root": str(bench.image_root), "label": out.name}
+    (out / "run.json").write_text(
+        json.dumps({"protocol": protocol, "info": info}, indent=2) + "\n", encoding="utf-8"
+    )
+    (out / "predictions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines), encoding="utf-8")
+    return out

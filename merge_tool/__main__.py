@@ -15,8 +15,8 @@ import argparse
 import signal
 import sys
 
-from atomicio import OutputExistsError
-from cli import EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, fail, prog_name, signal_code
+from core.atomicio import OutputExistsError
+from core.cli import EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, fail, prog_name, signal_code
 
 from .config import read_config
 from .errors import MergeError

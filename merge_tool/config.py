@@ -17,6 +17,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from core.yamlfile import YAMLFileError, read_yaml
+
 from .errors import MergeError
 from .spec import MergeSpec, ModelEntry, Resolved
 
@@ -29,14 +31,6 @@ UNSUPPORTED = {
     "tokenizer": "tokenizer surgery (the tokenizer files are copied from base_model, or the first model)",
     "chat_template": "chat template selection (the chat template is copied with the tokenizer files)",
 }
-
-
-def _yaml():
-    try:
-        import yaml
-    except ImportError as err:  # pragma: no cover - both project environments have PyYAML
-        raise MergeError("reading a YAML config needs PyYAML (pip install pyyaml)") from err
-    return yaml
 
 
 def _dict(value: Any, where: str) -> dict:
@@ -57,19 +51,9 @@ def read_config(path: str | Path) -> MergeSpec:
     """Parse a mergekit-style YAML config; refuse, naming the file and key, anything merge_tool cannot do."""
     path = Path(path)
     try:
-        size = path.stat().st_size
-        if size > MAX_CONFIG_BYTES:
-            raise MergeError(f"{path}: {size} bytes is too large for a merge config")
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as err:
-        raise MergeError(f"cannot read config {path}: {err}") from err
-    yaml = _yaml()
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        raise MergeError(f"{path}: not valid YAML ({err})") from err
-    except RecursionError:
-        raise MergeError(f"{path}: nested too deeply to be a merge config") from None
+        raw = read_yaml(path, max_bytes=MAX_CONFIG_BYTES)
+    except YAMLFileError as err:
+        raise MergeError(str(err)) from None
     if not isinstance(raw, dict):
         raise MergeError(
             f"{path}: a merge config is a mapping with merge_method and models, got {type(raw).__name__}"

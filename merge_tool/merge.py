@@ -15,7 +15,7 @@ import shutil
 import time
 from pathlib import Path
 
-from atomicio import atomic_dir, refuse_existing
+from core.atomicio import atomic_dir, refuse_existing
 
 from .config import CONFIG_NAME, config_of, dump_config
 from .errors import MergeError
@@ -36,7 +36,8 @@ def default_threads() -> int:
 
 
 def check_output_path(plan: MergePlan, output: Path, force: bool) -> None:
-    """Refuse an OUT that is, contains or lies inside an input model; refuse a non-empty OUT without force."""
+    """Refuse an OUT that is, contains or lies inside an input model or that holds the config file;
+    refuse a non-empty OUT without force."""
     out = output.resolve()
     for ckpt in plan.inputs:
         folder = ckpt.folder.resolve()
@@ -47,6 +48,11 @@ def check_output_path(plan: MergePlan, output: Path, force: bool) -> None:
                 f"--output {output} is inside input model {ckpt.label}; its files would be mixed with the "
                 "model's (and copied into the next merge of it); write it elsewhere"
             )
+    config = plan.resolved.spec.source
+    if config and (out == Path(config).resolve() or out in Path(config).resolve().parents):
+        raise MergeError(
+            f"--output {output} holds the config {config}; --force would delete it; write elsewhere"
+        )
     refuse_existing(output, force)
 
 

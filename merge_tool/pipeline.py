@@ -128,6 +128,10 @@ class _Pass:
         return result
 
     def reduce(self, fn, add):
+        spans = [(start, min(self.numel, start + self.chunk)) for start in range(0, self.numel, self.chunk)]
+        return self.reduce_spans(fn, add, spans)
+
+    def reduce_spans(self, fn, add, spans):
         pending: collections.deque[Future] = collections.deque()
         total = None
 
@@ -136,10 +140,10 @@ class _Pass:
             value = pending.popleft().result()
             total = value if total is None else add(total, value)
 
-        for start in range(0, self.numel, self.chunk):
+        for start, stop in spans:
             if len(pending) >= self.depth:
                 take()
-            pending.append(self.pool.submit(self._chunk, fn, add, start, min(self.numel, start + self.chunk)))
+            pending.append(self.pool.submit(self._chunk, fn, add, start, stop))
         while pending:
             take()
         return total

@@ -15,8 +15,9 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from converters.streaming import InvalidJSONError, iter_json_records
-from grounding import on_grid
+from core.grounding import on_grid
+from core.streaming import InvalidJSONError, iter_json_records
+from families import DEFAULT_FAMILY, Family, get_family, provenance
 
 log = logging.getLogger(__name__)
 IMAGE = "<image>"
@@ -49,7 +50,7 @@ def resolve_dataset(dataset: str, dataset_dir: str | Path) -> Path:
     return path
 
 
-def to_example(record: Any, family: str = "qwen2-vl") -> dict[str, Any]:
+def to_example(record: Any, family: str | Family = DEFAULT_FAMILY) -> dict[str, Any]:
     """One ShareGPT RL record -> one TRL example; raises ValueError saying what is wrong.
 
     family: the run's model family (rl config `family`); a record converted for another one
@@ -81,14 +82,15 @@ def to_example(record: Any, family: str = "qwen2-vl") -> dict[str, Any]:
         or not on_grid(box)
     ):
         raise ValueError(f"box {box!r} is not [x1,y1,x2,y2] on the 0-1000 grid")
-    converted_for = record.get("box_format", "qwen2-vl")
-    if converted_for != family:
+    fam = get_family(family)
+    converted_for = provenance.record_family(record)
+    if converted_for != fam.name:
         raise ValueError(
-            f"converted for {converted_for!r} (box_format) but the run's family is {family!r}: "
-            f"convert with --box-format {family}"
+            f"converted for {converted_for!r} (box_format) but the run's family is {fam.name!r}: "
+            f"convert with --box-format {fam.name}"
         )
     extra = {}
-    if family == "qwen2.5-vl":
+    if fam.boxes_need_canvas:
         sizes = record.get("resized_sizes")
         if not (
             isinstance(sizes, list)
@@ -104,6 +106,10 @@ def to_example(record: Any, family: str = "qwen2-vl") -> dict[str, Any]:
                 f"resized_sizes {sizes!r:.120} is not [width, height] for each of the {n} image(s)"
             )
         extra["resized_sizes"] = sizes
+    # every target (the mgthinker profile matches several one-to-one); a one-target record's is its own, so
+    # every example has the column (Dataset.from_list takes its columns from the first example)
+    targets = record.get("targets", [{"image_index": index, "box": box}])
+    extra["targets"] = _targets(targets, n)
     missing = [p for p in images if not Path(p).is_file()]
     if missing:
         raise ValueError(f"image {missing[0]} not found")
@@ -119,8 +125,28 @@ def to_example(record: Any, family: str = "qwen2-vl") -> dict[str, Any]:
     }
 
 
+def _targets(targets: Any, n: int) -> list[dict]:
+    """A record's `targets`: [{"image_index": k, "box": [x1, y1, x2, y2]}, ...] on the 0-1000 grid."""
+    if not isinstance(targets, list) or not targets:
+        raise ValueError(f"targets {targets!r:.120} is not a non-empty list of {{image_index, box}}")
+    out = []
+    for i, t in enumerate(targets):
+        index, box = (t.get("image_index"), t.get("box")) if isinstance(t, dict) else (None, None)
+        if not isinstance(index, int) or isinstance(index, bool) or not 1 <= index <= n:
+            raise ValueError(f"targets[{i}]: image_index {index!r} is not in 1..{n}")
+        if (
+            not isinstance(box, list)
+            or len(box) != 4
+            or not all(isinstance(v, int) and not isinstance(v, bool) for v in box)
+            or not on_grid(box)
+        ):
+            raise ValueError(f"targets[{i}]: box {box!r} is not [x1,y1,x2,y2] on the 0-1000 grid")
+        out.append({"image_index": index, "box": box})
+    return out
+
+
 def load_examples(
-    path: Path, max_samples: int | None = None, family: str = "qwen2-vl"
+    path: Path, max_samples: int | None = None, family: str | Family = DEFAULT_FAMILY
 ) -> tuple[list[dict], list[dict]]:
     """(examples, skipped) from an RL set file; skipped entries carry id/position and reason."""
     examples, skipped = [], []
@@ -143,9 +169,31 @@ def load_examples(
     return examples, skipped
 
 
-def build_dataset(examples: list[dict]):
-    """A datasets.Dataset whose `images` decode to PIL images on access (never all in memory)."""
-    from datasets import Dataset, Image, Sequence
+def build_dataset(examples: list[dict], family: str | Family, image_max_pixels: int, image_min_pixels: int):
+    """A datasets.Dataset whose `images` decode on access (never all in memory) to the PIL images SFT fed.
 
-    dataset = Dataset.from_list(examples)
-    return dataset.cast_column("images", Sequence(Image()))
+    Why a transform and not the processor's budget: LLaMA-Factory pre-shrinks each image by area with
+    int() truncation before the processor's smart_resize (families.resize); a processor told the budget
+    gives another canvas (1024x768: 728x532 instead of 728x560), so Qwen2.5-VL's pixel rewards would score
+    boxes on an image the model never saw. TRL hands these PIL images to the processor and to vLLM alike.
+    """
+    from datasets import Dataset
+
+    fam = get_family(family)
+
+    def decode(batch: dict) -> dict:
+        batch["images"] = [
+            [_open_preshrunk(path, fam, image_max_pixels, image_min_pixels) for path in paths]
+            for paths in batch["images"]
+        ]
+        return batch
+
+    return Dataset.from_list(examples).with_transform(decode)
+
+
+def _open_preshrunk(path: str, family: Family, image_max_pixels: int, image_min_pixels: int):
+    from PIL import Image
+
+    with Image.open(path) as img:
+        img.load()
+        return family.preprocess_image(img, image_max_pixels, image_min_pixels)

@@ -7,7 +7,7 @@ messages) scores 0, text longer than MAX_COMPLETION_CHARS scores 0 without being
 pattern used is linear (grounding.py bounds its numbers). Ground truth is trusted data: a bad
 image_index, box, num_images or resized_sizes raises ValueError naming the value.
 
-Families (families.py): a Qwen2-VL answer holds box tokens; a Qwen2.5-VL / Qwen3-VL answer holds JSON
+Families (families/): a Qwen2-VL answer holds box tokens; a Qwen2.5-VL / Qwen3-VL answer holds JSON
 `bbox_2d` (bare or ```json fenced) inside <answer>. The ground-truth `box` stays on the 0-1000 grid for
 every family; Qwen3-VL's numbers are on that grid already, Qwen2.5-VL's are pixels of the target image
 as training fed it, so its RL records carry `resized_sizes` ([width, height] per image, in order) and the
@@ -22,7 +22,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import families
-import grounding
+from core import grounding
 
 # A 256-token completion is ~1-2k characters; anything 50x longer is not an answer worth reading.
 MAX_COMPLETION_CHARS = 100_000
@@ -31,19 +31,7 @@ MAX_COMPLETION_CHARS = 100_000
 # ---------------------------------------------------------------- components
 
 
-def box_iou(pred, gt) -> float:
-    """IoU with areas (x2-x1)*(y2-y1); an empty or inverted box (either one) gives 0."""
-    if pred is None or gt is None:
-        return 0.0
-    px1, py1, px2, py2 = pred
-    gx1, gy1, gx2, gy2 = gt
-    if px2 <= px1 or py2 <= py1 or gx2 <= gx1 or gy2 <= gy1:
-        return 0.0
-    iw = min(px2, gx2) - max(px1, gx1)
-    ih = min(py2, gy2) - max(py1, gy1)
-    inter = iw * ih if iw > 0 and ih > 0 else 0
-    union = (px2 - px1) * (py2 - py1) + (gx2 - gx1) * (gy2 - gy1) - inter
-    return float(inter / union) if union > 0 else 0.0
+box_iou = grounding.box_iou  # the pack's one IoU (areas (x2-x1)*(y2-y1); empty or inverted: 0)
 
 
 def predicted_image(answer: str, num_images: int) -> int | None:
@@ -69,20 +57,16 @@ class Read:
 
 
 def predicted_box(answer: str, family, resized_size=None) -> tuple | None:
-    """The answer's first box on the 0-1000 grid, in the family's form; None when it holds none.
+    """The answer's first box on the 0-1000 grid, read in the family's form; None when it holds none.
 
-    Qwen2-VL: the first `(x1,y1),(x2,y2)` (box tokens optional), as before. JSON families: the first
-    `bbox_2d` (families.parse_answer: bounded, never raises), divided by the resized size for Qwen2.5-VL.
-    """
+    The family parses (Family.parse_answer: bounded, never raises) and maps its numbers onto the grid
+    (Family.box_to_grid: Qwen2.5-VL's pixels through the target image's canvas)."""
     fam = families.get_family(family)
-    if fam.answer_form == families.BOX_TOKENS:
-        return grounding.first_pair(answer)
-    parsed = families.parse_answer(answer, fam)
+    parsed = fam.parse_answer(answer)
     if parsed is None:
         return None
-    # parse_answer gives four finite numbers, so only a missing Qwen2.5-VL size raises (score checks it first).
-    unit = families.family_box_to_unit(parsed.box, fam, resized_size)
-    return tuple(v * grounding.GRID for v in unit)
+    # parse_answer gives four finite numbers, so only a missing canvas size raises (score checks it first).
+    return fam.box_to_grid(parsed.box, resized_size)
 
 
 def _on_grid(box) -> bool:
@@ -90,13 +74,13 @@ def _on_grid(box) -> bool:
 
 
 def _mirg_format(r: Read) -> float:
-    if r.family.answer_form == families.BOX_TOKENS:
-        return 1.0 if grounding.mirg_well_formed(r.text, r.num_images) else 0.0
-    # The same rule with the family's JSON box (read onto the grid: a Qwen2.5-VL box off its image fails).
+    """MIRG-RL's format rule in the family's answer form (grounding.mirg_well_formed for box tokens): one
+    non-blank think then one non-blank answer and nothing else, the answer's box on the grid (a Qwen2.5-VL
+    box off its image fails), an image index in the answer when there are several images."""
     parts = grounding.think_then_answer(r.text)
     if parts is None or not parts[0].strip() or not parts[1].strip() or not _on_grid(r.pred):
         return 0.0
-    return 1.0 if r.num_images <= 1 or grounding.first_image_index(parts[1]) is not None else 0.0
+    return 1.0 if grounding.names_an_image(parts[1], r.num_images) else 0.0
 
 
 def _image(r: Read) -> float:
@@ -108,34 +92,18 @@ def _iou(r: Read) -> float:
 
 
 def _univg_format(r: Read) -> float:
-    """Think then answer (the whole completion), the answer exactly one box: one integer pair, tokens
-    optional (Qwen2-VL), or JSON holding exactly one well-formed bbox_2d and nothing else, fence optional.
+    """Think then answer (the whole completion), the answer exactly one box in the family's form
+    (Family.is_one_box_answer: one integer pair, tokens optional, or JSON holding exactly one bbox_2d and
+    nothing else, fence optional), and that box on the image (on the 0-1000 grid with x1 < x2, y1 < y2, for
+    every family: a format reward for an impossible box would teach it).
 
     UniVG-R1's own check (`<think>.*?</think>\\s*<answer>PAIR</answer>$`) allows an empty think, so this
     does too; unlike it, nothing may come before <think>.
     """
     parts = grounding.think_then_answer(r.text)
-    if parts is None:
+    if parts is None or not r.family.is_one_box_answer(parts[1]):
         return 0.0
-    body = parts[1].strip()
-    if r.family.answer_form == families.JSON_BBOX:
-        return 1.0 if _one_json_box(body, r.family) and _on_grid(r.pred) else 0.0
-    if body.startswith(grounding.BOX_START) and body.endswith(grounding.BOX_END):
-        body = body[len(grounding.BOX_START) : -len(grounding.BOX_END)].strip()
-    return 1.0 if grounding.PAIR_RE.fullmatch(body) else 0.0
-
-
-def _one_json_box(body: str, family: families.Family) -> bool:
-    """The body is one JSON value (optionally in one ```json fence) whose only box is one bbox_2d."""
-    if body.startswith("```"):
-        if not body.endswith("```") or len(body) < 6:
-            return False
-        body = body[3:-3]
-        body = (body[4:] if body[:4].lower() == "json" else body).strip()
-    if not body or body[0] + body[-1] not in ("[]", "{}"):
-        return False
-    parsed = families.parse_answer(body, family)
-    return parsed is not None and parsed.n_boxes == 1
+    return 1.0 if _on_grid(r.pred) else 0.0
 
 
 Component = Callable[[Read], float]
@@ -173,6 +141,15 @@ PROFILES: dict[str, Profile] = {
         uses_image=False,
         difficulty_weighting=True,
         about="UniVG-R1: think/answer format with exactly one box + IoU, difficulty-weighted",
+    ),
+    # Scored by rl/mgthinker.py (several targets, one-to-one): its components read mgthinker.Match fields.
+    "mgthinker": Profile(
+        "mgthinker",
+        (("format", lambda m: m.format), ("image", lambda m: m.image), ("iou", lambda m: m.iou)),
+        (1.0, 1.0, 1.0),
+        uses_image=True,
+        difficulty_weighting=False,
+        about="MG-Thinker: tag/JSON format + image ids + g(IoU), targets matched one-to-one (rl/mgthinker.py)",
     ),
 }
 
@@ -273,7 +250,7 @@ def target_size(family, image_index, num_images, resized_sizes) -> tuple[int, in
     """The resized (width, height) of the target image a Qwen2.5-VL answer is in pixels of (None for the
     grid families, which need none); raises ValueError naming what is missing or malformed."""
     fam = families.get_family(family)
-    if fam.box_convention != families.RESIZED_PIXELS:
+    if not fam.boxes_need_canvas:
         return None
     _check_image(image_index, num_images)
     if not isinstance(resized_sizes, (list, tuple)) or len(resized_sizes) != num_images:
@@ -351,6 +328,38 @@ def reopened(completion, opened_think: bool):
     return text if text is None or text.lstrip().startswith("<think>") else "<think>" + text
 
 
+class _LastBatch:
+    """The score() dicts of the last batch the reward functions saw, keyed by its content.
+
+    Why: score() reads a completion once for all components, and TRL calls one function per component on
+    the same batch in turn; each function takes its component from the shared dicts (one score() per
+    completion per step). Values are tagged with their type so that a batch equal only as numbers (an
+    image_index of 2.0 for 2) is scored, and refused, afresh; an unhashable value is never cached.
+    """
+
+    def __init__(self):
+        self._key = None
+        self._scores: list[dict] = []
+
+    def scores(self, rows: list[tuple], compute: Callable[[], list[dict]]) -> list[dict]:
+        key = _tagged(rows)
+        try:
+            hash(key)
+        except TypeError:
+            key = None
+        if key is None or key != self._key:
+            self._key, self._scores = None, []  # a batch that fails to score leaves nothing behind
+            scores = compute()
+            self._key, self._scores = key, scores
+        return self._scores
+
+
+def _tagged(value):
+    if isinstance(value, (list, tuple)):
+        return (type(value), tuple(_tagged(v) for v in value))
+    return (type(value), value)
+
+
 def reward_functions(
     profile: str = "mirg", weights=None, family: str = families.DEFAULT_FAMILY, opened_think: bool = False
 ) -> list[Callable[..., list[float]]]:
@@ -364,6 +373,7 @@ def reward_functions(
     prof = get_profile(profile)
     fam = families.get_family(family)
     w = resolve_weights(prof, weights)
+    last = _LastBatch()  # shared by this profile's functions: TRL calls them one after another on one batch
 
     def make(name: str, weight: float):
         def reward(completions, image_index, box, num_images, resized_sizes=None, **kwargs) -> list[float]:
@@ -373,19 +383,24 @@ def reward_functions(
             for column, values in (*columns, ("resized_sizes", sizes)):
                 if len(values) != n:
                     raise ValueError(f"reward {name}: {n} completions but {len(values)} values of {column}")
-            return [
-                weight
-                * score(
-                    reopened(c, opened_think),
-                    image_index=i,
-                    box=b,
-                    num_images=k,
-                    profile=prof.name,
-                    family=fam.name,
-                    resized_sizes=z,
-                )[name]
-                for c, i, b, k, z in zip(completions, image_index, box, num_images, sizes, strict=True)
-            ]
+            texts = [completion_text(reopened(c, opened_think)) for c in completions]
+            rows = list(zip(texts, image_index, box, num_images, sizes, strict=True))
+            scores = last.scores(
+                rows,
+                lambda: [
+                    score(
+                        t,
+                        image_index=i,
+                        box=b,
+                        num_images=k,
+                        profile=prof.name,
+                        family=fam.name,
+                        resized_sizes=z,
+                    )
+                    for t, i, b, k, z in rows
+                ],
+            )
+            return [weight * s[name] for s in scores]
 
         reward.__name__ = reward.__qualname__ = name
         return reward

@@ -46,6 +46,23 @@ def tiny_model(tmp_path_factory) -> Path:
     return build_tiny_qwen2vl(tmp_path_factory.mktemp("tiny") / "tiny-qwen2vl", seed=0)
 
 
+@pytest.fixture(scope="session")
+def tiny_family(tiny_model, tmp_path_factory):
+    """A factory: the tiny random checkpoint of a family (seed 0), each built at most once per session
+    (per xdist worker) and shared by every test that asks for it."""
+    from demo.tiny_model import build_tiny_model
+
+    built = {"qwen2-vl": tiny_model}
+    root = tmp_path_factory.mktemp("tiny-families")
+
+    def get(family: str) -> Path:
+        if family not in built:
+            built[family] = build_tiny_model(root / family, family=family, seed=0)
+        return built[family]
+
+    return get
+
+
 def run_in(python: str, args: list[str], timeout: float = 900, env: dict | None = None, **kwargs):
     """Run `python args...` from the repo root, raising with the output on failure."""
     full_env = {**os.environ, "PYTHONPATH": str(REPO), "VLLM_CPU_KVCACHE_SPACE": "1", **(env or {})}

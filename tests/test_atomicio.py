@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from atomicio import Interrupted, SamePathError, atomic_file, atomic_write_text, ensure_distinct_paths
+from core.atomicio import Interrupted, SamePathError, atomic_file, atomic_write_text, ensure_distinct_paths
 from tests.conftest import default_signals
 
 REPO = Path(__file__).resolve().parents[1]
@@ -130,7 +130,7 @@ def test_a_signal_during_a_conversion_leaves_no_temporary_file(tmp_path, signum,
 
 def test_grid_conversion_refuses_overflow_with_value_error():
     """1e306 * 1000 overflows to infinity: a ValueError naming the value, not an OverflowError."""
-    import grounding
+    from core import grounding
 
     for value, size in ((1e306, 10.0), (float("nan"), 10.0), (5.0, 0.0), (5.0, float("inf"))):
         with pytest.raises(ValueError, match="cannot put coordinate"):

@@ -21,7 +21,7 @@ import pytest
 import tomllib
 from packaging.requirements import Requirement
 
-import cli
+from core import cli
 from tests.conftest import REPO
 
 SCRIPTS = {
@@ -192,7 +192,7 @@ def test_pins_check_can_fail(tmp_path):
 
 def test_every_module_and_subpackage_is_shipped(dist, metadata):
     top = set((dist.read_text("top_level.txt") or "").split())
-    assert {"cli", "atomicio", "grounding", "stages", "converters", "merge_tool", "eval", "rl", "demo"} <= top
+    assert {"core", "families", "converters", "merge_tool", "eval", "rl", "demo", "datagen"} <= top
     assert "tests" not in top
     sources = set(next(metadata.glob("*.egg-info")).joinpath("SOURCES.txt").read_text().split())
     packages = [p for p in REPO.glob("*/**/__init__.py") if p.relative_to(REPO).parts[0] in top]

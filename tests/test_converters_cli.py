@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from cli import EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_PARTIAL, EXIT_USAGE
 from converters.__main__ import main
+from core.cli import EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_PARTIAL, EXIT_USAGE
 from tests.conftest import default_signals
 
 REPO = Path(__file__).resolve().parents[1]

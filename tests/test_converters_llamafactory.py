@@ -16,7 +16,7 @@ import pytest
 
 from converters.__main__ import main
 from converters.registry import dataset_info_text
-from converters.streaming import index_record_lines
+from core.streaming import index_record_lines
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURE_ROOT = REPO / "tests" / "fixtures" / "converters" / "data_root"

@@ -13,7 +13,7 @@ import pytest
 from converters.__main__ import main
 from converters.composition import load_composition
 from converters.mixture import MixtureError, apportion, build_mixtures, plan_stage
-from converters.streaming import RecordWriter
+from core.streaming import RecordWriter
 
 # Table 12 as the code reads it: recipes/mixtures.yaml, its categories' sources from the sources table.
 COMPOSITION = load_composition()

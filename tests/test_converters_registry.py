@@ -14,7 +14,7 @@ import pytest
 
 from converters.__main__ import main
 from converters.registry import entry, stage_files
-from stages import STAGES
+from core.stages import STAGES
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURE_ROOT = REPO / "tests" / "fixtures" / "converters" / "data_root"

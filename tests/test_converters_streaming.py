@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from converters.streaming import InvalidJSONError, RecordWriter, index_record_lines, iter_json_records
+from core.streaming import InvalidJSONError, RecordWriter, index_record_lines, iter_json_records
 
 FIXTURES = Path(__file__).parent / "fixtures" / "converters"
 
@@ -109,3 +109,27 @@ def test_reader_refuses_text_that_is_not_utf8(tmp_path):
     path.write_bytes('[{"id": "café"}]'.encode("latin-1"))
     with pytest.raises(InvalidJSONError, match="not UTF-8"):
         list(iter_json_records(path))
+
+
+def test_raw_lines_are_bounded_and_each_bad_line_has_one_reason(tmp_path):
+    """Issue #25: the JSONL reader `rl rewards` uses: a line longer than the bound is skipped without
+    being held, and each hostile line decodes to one short reason (never an exception of another type)."""
+    from core.streaming import InvalidJSONError, decode_json_line, iter_raw_lines
+
+    path = tmp_path / "x.jsonl"
+    path.write_bytes(b'{"a": 1}\n' + b"x" * 5000 + b"\n\n  \n" + b'{"b": 2}')
+    assert list(iter_raw_lines(path, max_line_bytes=100)) == [(1, b'{"a": 1}\n'), (2, None), (5, b'{"b": 2}')]
+    with pytest.raises(IsADirectoryError):
+        list(iter_raw_lines(tmp_path))
+    cases = {
+        b"\xff\n": "not UTF-8",
+        b"{not json\n": "not JSON",
+        b"[" * 100_000 + b"]" * 100_000: "nested too deeply",
+        b"9" * 5000: "Exceeds the limit",
+        b'"\\ud800"': "lone surrogate",
+        b'{"k": ["\\udfff"]}': "lone surrogate",
+    }
+    for raw, reason in cases.items():
+        with pytest.raises(InvalidJSONError, match=reason):
+            decode_json_line(raw)
+    assert decode_json_line(b'"\\ud83d\\ude00"') == "\U0001f600"  # a pair is text

@@ -29,10 +29,10 @@ TOY_MODULE = '''
     """Toy-Ground (a made-up format) -> ShareGPT: {uid, file, question, box} per record."""
     from pathlib import Path
 
-    from grounding import box_tokens
+    from core.grounding import box_tokens
     from converters.convert import convert_file
     from converters.records import Rejected, make_resolver
-    from converters.streaming import SourceReject, iter_json_records
+    from core.streaming import SourceReject, iter_json_records
 
 
     def iter_toy(path, image_root, progress=None):

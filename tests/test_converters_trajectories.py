@@ -17,7 +17,7 @@ import pytest
 from converters.__main__ import main
 from converters.mgrounding import TASK_FILES, convert_mgrounding
 from converters.trajectories import Item, build_trajectories, locate
-from grounding import BOX_TOKENS_RE, OBJECT_ID_RE
+from core.grounding import BOX_TOKENS_RE, OBJECT_ID_RE
 
 REPO = Path(__file__).resolve().parents[1]
 ROOT = REPO / "tests" / "fixtures" / "converters" / "data_root"
@@ -590,3 +590,47 @@ def test_objects_in_one_image_are_numbered_in_order_of_mention(tmp_path):
         list(target),
         2,
     )
+
+
+def test_a_torn_line_is_skipped_and_named_like_converters_mix(tmp_path, capsys):
+    """Issue #25: a torn line (a crash in the middle of a write) used to stop the command with exit 1
+    and a message about "the mixture"; now it is skipped, named in the rejects and the report."""
+    folder = tmp_path / "sharegpt"
+    folder.mkdir()
+    box = "<|box_start|>(10,20),(300,400)<|box_end|>"
+    good = json.dumps(good_record("good", "Locate the dog in the second image.", box))
+    lone = json.dumps(good_record("lone", "Locate the cat \ud800 in the second image.", box))
+    (folder / "mg_common.json").write_text(f"[\n{good},\n{good[:40]}\n{lone}\n]\n", encoding="utf-8")
+    assert run(folder, tmp_path / "out", "--rl-size", "0") == 0
+    err = capsys.readouterr().err
+    assert "mg_common.json line 3: not one whole JSON record on its line" in err
+    rejects = [
+        json.loads(x) for x in (tmp_path / "out" / "mg_trajectories.rejects.jsonl").read_text().splitlines()
+    ]
+    assert {"dataset": "mg_common", "line": 3, "id": None, "reason": "bad_record"}.items() <= rejects[
+        0
+    ].items()
+    assert any("lone surrogate" in r["detail"] for r in rejects[1:])  # a whole line no UTF-8 file can hold
+    assert len(read(tmp_path / "out" / "mg_traj_sft.json")) == 1
+    report = json.loads((tmp_path / "out" / "mg_trajectories.report.json").read_text())
+    assert report["reasons"]["bad_record"] == 2
+
+
+def test_many_torn_lines_mean_not_a_converters_file(tmp_path, capsys):
+    folder = tmp_path / "sharegpt"
+    folder.mkdir()
+    (folder / "mg_common.json").write_text("[\n" + "{torn\n" * 101 + "]\n", encoding="utf-8")
+    assert run(folder, tmp_path / "out") == 1
+    err = capsys.readouterr().err
+    last = err.strip().splitlines()[-1]
+    assert "error: " in last and "101 lines are not one whole JSON record" in last and "mixture" not in err
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_empty_inputs_are_named_as_empty_not_as_the_wrong_box_format(tmp_path, capsys):
+    folder = tmp_path / "sharegpt"
+    folder.mkdir()
+    (folder / "mg_common.json").write_text("[\n]\n", encoding="utf-8")
+    assert run(folder, tmp_path / "out") == 1
+    err = capsys.readouterr().err
+    assert "hold no readable records" in err and "box-token" not in err, err

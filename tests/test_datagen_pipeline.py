@@ -105,13 +105,13 @@ def test_freeform_resumes_after_the_teacher_stops(tmp_path):
 def test_cache_torn_line_and_foreign_file(tmp_path):
     path = tmp_path / "requests.jsonl"
     with RequestCache(path) as cache:
-        cache.put({"key": "a", "text": "one", "usage": {}})
-        cache.put({"key": "b", "text": "two", "usage": {}})
+        cache.put({"key": "a", "text": "one", "usage": {}, "finish_reason": "stop"})
+        cache.put({"key": "b", "text": "two", "usage": {}, "finish_reason": "stop"})
     raw = path.read_bytes()
     path.write_bytes(raw[:-9])  # a crash in the middle of the last line
     with RequestCache(path) as cache:
         assert set(cache.entries) == {"a"}
-        cache.put({"key": "c", "text": "three", "usage": {}})
+        cache.put({"key": "c", "text": "three", "usage": {}, "finish_reason": "stop"})
     with RequestCache(path) as cache:
         assert set(cache.entries) == {"a", "c"}
     foreign = tmp_path / "notes.jsonl"

@@ -50,8 +50,13 @@ def test_reduced_demo_runs_end_to_end_and_reuses_its_work(tmp_path, eval_python)
     record = json.loads((merged / "merge_tool_config.json").read_text())
     assert [p.rsplit("/", 1)[-1] for p in record["models"]] == ["stage1", "stage2"]
     assert "| merged" in first.stdout and "| grpo" in first.stdout  # the comparison table was printed
+    assert "CPU pins: ATEN_CPU_CAPABILITY=avx2" in first.stdout  # demo/cpu_pins.py, for every step
     rewards = summary["grpo_rewards"]
     assert {"reward", "rewards/format/mean", "rewards/image/mean", "rewards/iou/mean"} <= set(rewards)
+    for name in ("merged", "grpo"):  # `make demo` writes their viewers and says where
+        assert f"viewer of {name}: {outputs / name / 'view' / 'index.html'}" in first.stdout
+        assert len(list((outputs / name / "view").glob("*-1.html"))) == len(metrics["tasks"])
+    assert (outputs / "diff_merged_grpo.md").read_text().startswith("# eval diff (MIG-Bench): A = merged")
 
     again = run_in(sys.executable, args, timeout=900)
     for step in (

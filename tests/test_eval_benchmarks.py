@@ -366,4 +366,4 @@ def test_the_backend_table_builds_by_name_and_says_what_is_missing():
         with pytest.raises(BackendUnavailable, match=r"vllm backend cannot be used here.*\.venv-eval"):
             make_backend("vllm", "m", {})
     served = make_backend("openai", "served", {"api_base": "http://127.0.0.1:9/v1", "concurrency": 2})
-    assert served.bases == ["http://127.0.0.1:9/v1"] and served.concurrency == 2
+    assert served.client.urls == ["http://127.0.0.1:9/v1/chat/completions"] and served.concurrency == 2

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 import families
-import grounding
+from core import grounding
 from eval import answers, prompts, scoring
 from eval.benchmarks import get_benchmark
 from eval.runner import RunConfig, family_defaults, resolve_family, score_file, score_records
@@ -327,12 +327,15 @@ def _processor_grid(model: Path, bench: Path, records: list[dict]) -> list[list[
     from transformers import AutoProcessor
 
     from eval.images import load_image
+    from families.budget import eval_budget
 
     processor = AutoProcessor.from_pretrained(model)
     patch = processor.image_processor.patch_size
+    fam = families.detect_family(model)
+    budget = eval_budget(None, fam, model)  # what `eval run` feeds by default: the training budget
     out = []
     for r in records:
-        imgs = [load_image(str(bench.parent.parent / p)).image for p in r["images"]]
+        imgs = [load_image(str(bench.parent.parent / p), budget, fam).image for p in r["images"]]
         grid = processor.image_processor(images=imgs, return_tensors="pt")["image_grid_thw"].tolist()
         out.append([[w * patch, h * patch] for _, h, w in grid])
     return out
@@ -341,12 +344,13 @@ def _processor_grid(model: Path, bench: Path, records: list[dict]) -> list[list[
 @pytest.mark.slow
 @pytest.mark.vllm
 @pytest.mark.parametrize("family", JSON_FAMILIES)
-def test_tiny_model_of_each_family_generates_through_vllm_and_is_scored(family, eval_python, tmp_path):
-    from demo.tiny_model import build_tiny_model
+def test_tiny_model_of_each_family_generates_through_vllm_and_is_scored(
+    family, eval_python, tmp_path, tiny_family
+):
     from eval.synthetic import make_synthetic_bench
 
     fam = families.get_family(family)
-    model = build_tiny_model(tmp_path / f"tiny-{family}", family=family)
+    model = tiny_family(family)
     bench = make_synthetic_bench(tmp_path / "mig", per_task=1, seed=3)
     out = tmp_path / "run"
     cmd = ["-m", "eval", "run", "--model", str(model), "--bench", str(bench), "--output-dir", str(out)]

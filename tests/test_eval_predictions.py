@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from atomicio import OutputExistsError
+from core.atomicio import OutputExistsError
 from eval.predictions import RunMismatchError, RunStore, read_jsonl
 
 PROTOCOL = {"model": {"path": "/m", "fingerprint": "abc"}, "mode": "direct", "format_suffix": "F"}

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from eval.outcomes import OUTCOMES
 from eval.synthetic import make_synthetic_bench
 from eval.tasks import TASK_NAMES
 from tests.conftest import REPO, run_in
@@ -91,13 +92,14 @@ def check_complete_run(out: Path, bench: Path) -> list[dict]:
             "Don't generate addtional words."
         )
         assert isinstance(r["response"], str) and 0 <= r["iou"] <= 1
+        assert r["outcome"] in OUTCOMES and (r["outcome"] == "hit") == (r["iou"] >= 0.5)
         assert len(r["resized_sizes"]) == len(src["images"]) and r["prompt_tokens"] > 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert list(metrics) == ["tasks", "groups", "average"]
     assert list(metrics["tasks"]) == list(TASK_NAMES)
-    assert all(m["n"] == 2 for m in metrics["tasks"].values())
+    assert all(m["n"] == 2 == sum(m["outcomes"].values()) for m in metrics["tasks"].values())
     assert metrics["average"]["n"] == len(data)
-    for name in ("results.md", "metrics.csv", "radar.png", "run.json"):
+    for name in ("results.md", "metrics.csv", "radar.png", "outcomes.png", "run.json"):
         assert (out / name).stat().st_size > 0
     return records
 

@@ -18,7 +18,7 @@ from PIL import Image
 
 from converters.__main__ import main
 from converters.images import CACHE_HEADER
-from converters.streaming import RecordWriter
+from core.streaming import RecordWriter
 
 BOX = "<|box_start|>(10,10),(200,300)<|box_end|>"
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from jsonfile import JSONFileError, read_json
+from core.jsonfile import JSONFileError, read_json
 
 
 @pytest.mark.parametrize(

@@ -20,7 +20,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from atomicio import OutputExistsError
+from core.atomicio import OutputExistsError
 from merge_tool import MergeError, build_plan, run_merge
 from tests.conftest import REPO, run_main
 

@@ -16,13 +16,13 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import grounding
 from converters.groma import iter_groma
 from converters.llava import iter_llava_json
 from converters.mgrounding import convert_mgrounding
 from converters.records import REASONS, Rejected, check_record, make_resolver
 from converters.refcoco import iter_refcoco, load_refs, to_qwen_box
-from converters.streaming import SourceReject, iter_json_records
+from core import grounding
+from core.streaming import SourceReject, iter_json_records
 from eval.bench import BenchError, load_bench
 from eval.parsing import parse_box
 from eval.predictions import read_jsonl
@@ -294,3 +294,137 @@ def test_every_bench_instance_is_loaded_or_a_named_problem(tmp_path_factory, rec
     assert sorted([i.index for i in bench.instances] + [p.index for p in bench.problems]) == list(
         range(len(records))
     )
+
+
+# ---------------------------------------------------------------- issue #25: YAML configs, reward input
+
+YAML_PIECES = [
+    "a: 1\n",
+    "a: 2\n",
+    "b: &x [1, 2, 3]\n",
+    "c: *x\n",
+    "d: [*x, *x, *x]\n",
+    "e: &y {k: *x}\n",
+    "<<: *y\n",
+    "f: !!python/object/apply:os.system ['true']\n",
+    "g: !!binary aGk=\n",
+    "h: [\n",
+    "i: {j: [[[[1]]]]}\n",
+    "k: " + "9" * 5000 + "\n",
+    "merge_method: linear\n",
+    "models:\n  - model: /nonexistent\n    parameters: {weight: 1}\n",
+    "output_dir: o\n",
+    "- 1\n",
+    "\t\x00\n",
+    "'\ud800'\n",
+    "z: *undefined\n",
+    "[" * 200 + "]" * 200 + "\n",
+]
+
+
+def _safe_dump(value) -> str | None:
+    import yaml
+
+    try:
+        return yaml.safe_dump(value, allow_unicode=True)
+    except (yaml.YAMLError, UnicodeEncodeError, RecursionError):
+        return None
+
+
+@SETTINGS
+@given(st.lists(st.sampled_from(YAML_PIECES), max_size=8).map("".join) | TEXT)
+def test_any_yaml_text_loads_or_is_one_line_naming_its_source(text):
+    from core.yamlfile import YAMLFileError, loads_yaml
+
+    try:
+        loads_yaml(text, "cfg.yaml")
+    except YAMLFileError as err:
+        assert str(err).startswith("cfg.yaml") and "\n" not in str(err)
+
+
+@SETTINGS
+@given(JSONISH)
+def test_yaml_without_duplicates_or_bombs_reads_as_safe_load_does(value):
+    import yaml
+
+    from core.yamlfile import YAMLFileError, loads_yaml
+
+    text = _safe_dump(value)
+    if text is None:
+        return
+    try:
+        expected = yaml.safe_load(text)
+    except (yaml.YAMLError, ValueError, RecursionError):
+        expected = YAMLFileError
+    try:
+        got = loads_yaml(text)
+    except YAMLFileError:
+        got = YAMLFileError
+    if expected is not YAMLFileError and isinstance(expected, dict | list) and got is YAMLFileError:
+        return  # a dumped mapping with keys equal in YAML (1 and 1.0, "y" and True): refused as duplicate
+    assert repr(got) == repr(expected)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+@given(st.lists(st.sampled_from(YAML_PIECES), max_size=8).map("".join))
+def test_merge_configs_and_recipes_raise_only_their_own_errors(tmp_path_factory, text):
+    from merge_tool.config import read_config
+    from merge_tool.errors import MergeError
+    from rl.config import ConfigError, load_recipe
+
+    path = tmp_path_factory.mktemp("yaml") / "c.yaml"
+    path.write_text(text, encoding="utf-8", errors="surrogatepass")
+    try:
+        read_config(path)
+    except MergeError as err:
+        assert "\n" not in str(err)
+    try:
+        load_recipe(path, [])
+    except ConfigError as err:
+        assert "\n" not in str(err)
+
+
+REWARD_LINE = st.fixed_dictionaries(
+    {
+        "id": TEXT | st.integers() | JSONISH,
+        "completion": TEXT | JSONISH,
+        "image_index": st.integers(-2, 4) | JSONISH,
+        "box": st.lists(NUMBER, min_size=4, max_size=4) | JSONISH,
+        "num_images": st.integers(-1, 4) | JSONISH,
+    },
+    optional={"resized_sizes": JSONISH},
+)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+@given(
+    st.lists(
+        st.one_of(
+            REWARD_LINE.map(_dump),
+            JSONISH.map(_dump),
+            TEXT,
+            st.sampled_from(["[" * 100_000 + "]" * 100_000, '{"id": "' + "\\ud800" + '"}', "9" * 5000]),
+        ),
+        min_size=1,
+        max_size=8,
+    ),
+    st.sampled_from(["mirg", "univg"]),
+)
+def test_reward_input_lines_are_scored_or_named_never_raised(tmp_path_factory, lines, profile):
+    from rl.__main__ import score_jsonl
+    from rl.rewards import resolve_weights
+
+    folder = tmp_path_factory.mktemp("rewards")
+    src, dst = folder / "in.jsonl", folder / "out.jsonl"
+    lines = [line.replace("\n", " ").replace("\r", " ") for line in lines]
+    src.write_bytes("".join(line + "\n" for line in lines).encode("utf-8", "surrogatepass"))
+    n_lines = sum(1 for raw in src.read_bytes().split(b"\n") if raw.strip())
+    try:
+        scored, problems = score_jsonl(src, dst, profile, resolve_weights(profile, None), force=True)
+    except ValueError as err:
+        assert "\n" not in str(err) and not dst.exists()  # nothing scored: nothing written
+        return
+    out = [json.loads(x) for x in dst.read_text(encoding="utf-8").splitlines()]
+    assert len(out) == n_lines == scored + len(problems) and scored > 0
+    assert all(("error" in r) != ("total" in r) for r in out)
+    assert all(math.isfinite(r["total"]) for r in out if "total" in r)

@@ -141,10 +141,7 @@ def test_one_image_needs_no_index():
         (ta("r", "[2-1] (0,0),(0,10)"), False),  # x1 == x2
         (ta("r", "[2-1] (0,0),(1001,10)"), False),  # off the grid
         (ta("r", "[2-1] (0,0),(1000,1000)"), True),  # the grid's edge is on it
-        (
-            ta("r", f"[7-1] {BOX}"),
-            True,
-        ),  # the rule asks for an index, not a valid one (image reward judges it)
+        (ta("r", f"[7-1] {BOX}"), False),  # an index to no image of the sample is no index (issue 25)
         (ta("r", "[2-1] (0.1,0.1),(0.5,0.5)"), False),  # decimals are not a box
         (f"<THINK>r</THINK><ANSWER>[2-1] {BOX}</ANSWER>", False),  # tags are case-sensitive
     ],
@@ -364,6 +361,43 @@ def test_reward_functions_for_trl():
     assert [f.__name__ for f in rewards.reward_functions("univg")] == ["format", "iou"]
 
 
+def test_one_score_per_completion_per_step_shared_by_the_components(monkeypatch):
+    """TRL calls the profile's functions in turn on one batch: each completion is scored once, each
+    function returns its own component as before, and a new batch (or a changed column) is scored again."""
+    calls = []
+    real = rewards.score
+
+    def counting(*args, **kwargs):
+        calls.append(args[0])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(rewards, "score", counting)
+    fns = rewards.reward_functions("mirg", [2, 1, 0.5])
+    batch = [
+        ta("r", f"[2-1] {BOX}"),
+        [{"role": "assistant", "content": ta("r", f"[1-1] {EXACT}")}],
+        None,
+        "x",
+    ]
+    cols = {"image_index": [2, 2, 2, 2], "box": [G] * 4, "num_images": [2] * 4}
+    out = {f.__name__: f(batch, **cols, prompts=["p"] * 4) for f in fns}
+    assert len(calls) == 4
+    direct = [real(ta("r", f"[2-1] {BOX}"), image_index=2, box=G, num_images=2)]
+    direct.append(real(batch[1], image_index=2, box=G, num_images=2))
+    direct += [real(c, image_index=2, box=G, num_images=2) for c in batch[2:]]
+    for (name, weight), got in zip((("format", 2), ("image", 1), ("iou", 0.5)), out.values(), strict=True):
+        assert got == [weight * d[name] for d in direct], name
+    for f in fns:  # the next step's batch: another image_index is another batch
+        f(batch, **{**cols, "image_index": [1, 2, 2, 2]})
+    assert len(calls) == 8
+    with pytest.raises(ValueError, match="image_index"):  # 2.0 equals 2 as a number, not as a column value
+        fns[0](batch, **{**cols, "image_index": [2.0, 2, 2, 2]})
+    monkeypatch.undo()
+    unhashable = rewards.reward_functions("mirg")  # a box given as a dict is refused by score, not the cache
+    with pytest.raises(ValueError, match="box"):
+        unhashable[0](["x"], image_index=[1], box=[{"x": 1}], num_images=[2])
+
+
 def test_rewards_import_no_torch():
     code = "import sys, rl.rewards; bad = [m for m in sys.modules if m.split('.')[0] in ('torch', 'numpy', 'trl')]; print(bad)"
     proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
@@ -417,7 +451,10 @@ def test_cli_keeps_ids_and_order_and_marks_bad_lines(tmp_path, capsys):
     )
     assert out[7] == {**json.loads(lines[8]), "format": 1.0, "image": 0.0, "iou": 1.0, "total": 2.0}
     assert out[1] == {"raw": "{not json", "error": out[1]["error"]} and out[1]["error"].startswith("line 2:")
-    assert out[3]["error"].startswith("line 5: not JSON") and len(out[3]["raw"]) > 5000  # kept whole
+    assert (
+        out[3]["error"].startswith("line 5: cannot be decoded: Exceeds the limit")
+        and len(out[3]["raw"]) > 5000
+    )  # kept whole
     assert "image_index must be an integer from 1 to num_images (2), got 3" in out[4]["error"]
     assert out[6] == {"raw": "[1, 2]", "error": "line 8: not a JSON object"}
     assert all("total" not in r for r in out if "error" in r)
@@ -446,9 +483,13 @@ def test_cli_bad_input_and_usage_codes(tmp_path, capsys):
     assert main(["rewards", "--input", str(src), "--output", str(tmp_path / "o")]) == 1  # nothing to score
     assert not (tmp_path / "o").exists()
     src.write_text("garbage\n")
-    assert main(["rewards", "--input", str(src), "--output", str(tmp_path / "o")]) == 1  # nothing scored
-    assert json.loads((tmp_path / "o").read_text())["error"].startswith("line 1")
     capsys.readouterr()
+    assert main(["rewards", "--input", str(src), "--output", str(tmp_path / "o")]) == 1  # nothing scored
+    err = capsys.readouterr().err
+    assert "none of its 1 line(s) could be scored (line 1: not JSON" in err and err.count("\n") == 1, err
+    assert not (tmp_path / "o").exists()  # exit 1: nothing written
+    assert main(["rewards", "--input", str(tmp_path), "--output", str(tmp_path / "o")]) == 1
+    assert f"input {tmp_path} is a directory" in capsys.readouterr().err
     assert main(["rewards", "--input", str(src), "--output", str(tmp_path / "p"), "--weights", "1,1"]) == 1
     assert capsys.readouterr().err.startswith("python -m rl: error: --weights: ")
     assert not (tmp_path / "p").exists()
@@ -528,7 +569,7 @@ def test_qwen3_json_answer_scores_like_box_tokens():
 
 
 def grounding_box(box):
-    import grounding
+    from core import grounding
 
     return grounding.box_tokens(box)
 
@@ -730,3 +771,26 @@ def test_a_thinking_template_opens_the_think_block_for_the_completion():
     }
     assert plain["format"][0] == 0.0 and plain["format"][1] == 1.0
     assert opened["format"] == [1.0, 1.0] and opened["iou"] == plain["iou"]
+
+
+def test_cli_hostile_lines_are_named_and_the_good_ones_kept(tmp_path, capsys):
+    """Issue #25: a lone surrogate in the completion or the id, and a line nested 100,000 deep, are
+    each one malformed line (named, written with its error); the good line around them is scored."""
+    src, dst = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    good = _line("ok", ta("r", "[1-1] (5,5),(15,15)"))
+    lone_completion = _line("s1", "x").replace('"completion": "x"', '"completion": "a\\ud800b"')
+    lone_id = _line("\\udfff", "x").replace('"\\\\udfff"', '"\\udfff"')
+    paired = _line("p", "\U0001f600 " + ta("r", "[1-1] (5,5),(15,15)")).replace(
+        "\U0001f600", "\\ud83d\\ude00"
+    )
+    deep = "[" * 100_000 + "]" * 100_000
+    src.write_text("\n".join([lone_completion, good, deep, lone_id, paired]) + "\n", encoding="utf-8")
+    assert "\\ud800" in lone_completion and "\\udfff" in lone_id and "\\ud83d" in paired
+    assert main(["rewards", "--input", str(src), "--output", str(dst)]) == 3  # partial: the good ones kept
+    err = capsys.readouterr().err
+    assert "line 1: holds a lone surrogate" in err and "line 4: holds a lone surrogate" in err
+    assert "line 3: cannot be decoded: nested too deeply" in err
+    out = [json.loads(x) for x in dst.read_text(encoding="utf-8").splitlines()]
+    assert [r.get("id") for r in out] == [None, "ok", None, None, "p"]
+    assert out[1]["total"] == 2.0 and out[4]["completion"].startswith("\U0001f600")
+    assert out[0]["raw"] == lone_completion and out[2]["raw"] == deep  # kept as it was (escaped text)

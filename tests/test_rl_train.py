@@ -10,6 +10,7 @@ real recipe in .venv-eval (TRL 1.16, transformers 5.19).
 from __future__ import annotations
 
 import json
+import os
 import random
 from pathlib import Path
 
@@ -160,11 +161,21 @@ def test_grpo_trains_logs_and_resumes(primed, eval_python, tmp_path):
     assert json.loads((out / "rl_skipped.json").read_text())[0]["id"] == "broken"
     assert (out / "training_rewards.png").stat().st_size > 0
 
+    # The final weights are written once: output_dir's are checkpoint-2's files (hard links).
+    assert os.path.samefile(out / "model.safetensors", out / "checkpoint-2" / "model.safetensors")
+    assert metrics["final_weights_from"].endswith("checkpoint-2")
+
     # A second call with a larger max_steps resumes from checkpoint-2 and continues the step count.
     proc = run_in(eval_python, [*base, f"output_dir={out}", "max_steps=3", *CPU], timeout=900)
     assert "resuming from" in proc.stderr + proc.stdout
     assert _state(out)["global_step"] == 3
-    assert json.loads((out / "train_results.json").read_text())["resumed_from"].endswith("checkpoint-2")
+    metrics = json.loads((out / "train_results.json").read_text())
+    assert metrics["resumed_from"].endswith("checkpoint-2") and metrics["final_weights_from"].endswith(
+        "checkpoint-3"
+    )
+    assert os.path.samefile(out / "model.safetensors", out / "checkpoint-3" / "model.safetensors")
+    kept = load_file(str(out / "checkpoint-2" / "model.safetensors"))
+    assert all((kept[k] == after[k]).all() for k in after), "linking step 3's weights changed checkpoint-2"
 
 
 def test_grpo_refuses_unknown_keys_and_missing_data(eval_python, tmp_path):

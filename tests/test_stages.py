@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from converters.composition import load_composition
-from stages import MIXTURE, STAGES, mixture_stages
+from core.stages import MIXTURE, STAGES, mixture_stages
 from tests.conftest import REPO, run_in
 
 

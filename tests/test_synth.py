@@ -24,7 +24,7 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from atomicio import OutputExistsError
+from core.atomicio import OutputExistsError
 from demo import synth
 from demo.synth_draw import COLORS, MARKER
 from tests.conftest import REPO, run_main

@@ -28,7 +28,7 @@ def test_same_seed_same_bytes_other_seed_other_weights(tiny_model, tmp_path):
 
 
 def test_refuses_to_overwrite_a_model(tiny_model):
-    from atomicio import OutputExistsError
+    from core.atomicio import OutputExistsError
 
     with pytest.raises(OutputExistsError):
         build_tiny_qwen2vl(tiny_model, seed=0)
@@ -105,11 +105,8 @@ NEW_FAMILIES = ("qwen2.5-vl", "qwen3-vl")
 
 
 @pytest.fixture(scope="module")
-def family_models(tiny_model, tmp_path_factory):
-    from demo.tiny_model import build_tiny_model
-
-    root = tmp_path_factory.mktemp("families")
-    return {"qwen2-vl": tiny_model, **{f: build_tiny_model(root / f, family=f, seed=0) for f in NEW_FAMILIES}}
+def family_models(tiny_family):
+    return {f: tiny_family(f) for f in ("qwen2-vl", *NEW_FAMILIES)}
 
 
 def _folder_digests(folder):
@@ -135,7 +132,9 @@ def test_family_checkpoint_carries_its_tokens_config_and_processor(family, famil
     from transformers import AutoProcessor
 
     import families as F
-    from demo.tiny_families import QWEN3_EXTRA_TOKENS, QWEN25_EXTRA_TOKENS, TINY_PIXELS
+    from demo.tiny_families import QWEN3_EXTRA_TOKENS, QWEN3_PIXELS, QWEN25_EXTRA_TOKENS, QWEN25_PIXELS
+
+    tiny_pixels = {"qwen2.5-vl": QWEN25_PIXELS, "qwen3-vl": QWEN3_PIXELS}
 
     folder = family_models[family]
     fam = F.detect_family(folder)
@@ -147,7 +146,7 @@ def test_family_checkpoint_carries_its_tokens_config_and_processor(family, famil
         "tokenizer.json",
         "chat_template.jinja",
     } <= {p.name for p in folder.iterdir()}
-    assert F.processor_pixel_range(folder) == TINY_PIXELS[family]
+    assert F.processor_pixel_range(folder) == tiny_pixels[family]
     processor = AutoProcessor.from_pretrained(folder)
     tok = processor.tokenizer
     assert (

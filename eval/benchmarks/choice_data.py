@@ -4,7 +4,7 @@ Why shared: both publish lists of records (images, a question, options, the answ
 JSON files under a root folder, and both need the same care: an instance's index counts every record
 of every file in a fixed order, whatever tasks are picked (so a partial run resumes into a full one),
 a record that cannot be asked (no image, no options, an answer that is not an option, a missing image
-file) is a Problem scored as a miss and named in the report, never dropped, and a file that cannot be
+file, an image path that is absolute or climbs out of the image root with `..`) is a Problem scored as a miss and named in the report, never dropped, and a file that cannot be
 read at all stops the run naming the file. Each benchmark module says only how one record reads.
 """
 
@@ -15,8 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from core.jsonfile import JSONFileError, read_json
 from eval.benchmark import Bench, BenchError, Instance, Problem, sha256_of, text_problem
-from jsonfile import JSONFileError, read_json
 
 MAX_OPTIONS = 26  # lettered A-Z
 
@@ -121,6 +121,7 @@ def make_choice_loader(
                     f"question {text_problem(rec.question)}" if text_problem(rec.question) else None
                 )
                 paths = [] if why else [resolve_image(img_root, p) for p in rec.images]
+                why = why or _outside(img_root, rec.images, paths)
                 if not why and check_images:
                     missing = next((p for p in paths if not os.path.isfile(p)), None)
                     why = f"image not found: {missing}" if missing else None
@@ -146,6 +147,16 @@ def make_choice_loader(
         return bench
 
     return load
+
+
+def _outside(root: Path, raw: list[str], paths: list[Path]) -> str | None:
+    """image_outside_root (as the converters say it) for the first image that leaves `root`: an absolute
+    path, or one whose `..` climbs out; a benchmark must not make the model read arbitrary files."""
+    prefix = os.path.abspath(root).rstrip("/") + "/"
+    for given, path in zip(raw, paths, strict=True):
+        if Path(given).is_absolute() or not os.path.normpath(os.path.abspath(path)).startswith(prefix):
+            return f"image_outside_root: image path {given[:200]!r} leaves the image root {root}"
+    return None
 
 
 def _images_problem(images) -> str | None:

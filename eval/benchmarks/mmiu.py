@@ -54,7 +54,9 @@ def read_record(raw: dict) -> ChoiceRecord:
         raise ValueError("`context` is not a string")
     options = parse_options(raw.get("options"))
     if options is None:
-        raise ValueError(f"`options` {raw.get('options')!r:.80} is not lettered lines 'A: ...', 'B: ...'")
+        raise ValueError(
+            f"`options` {raw.get('options')!r:.80} is not lettered lines 'A: ...', 'B: ...' (at most 26)"
+        )
     letter = answer.strip().strip(".()").upper() if isinstance(answer, str) else ""
     if len(letter) != 1 or letter not in LETTERS:
         raise ValueError(f"`output` {answer!r:.40} is not an option letter")

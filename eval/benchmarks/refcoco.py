@@ -15,6 +15,7 @@ import os
 from pathlib import Path
 
 from converters.refcoco import PROMPTS, images_and_annotations, load_instances, load_refs
+from core.grounding import REF_END, REF_START
 from eval.benchmark import (
     Bench,
     BenchError,
@@ -27,7 +28,6 @@ from eval.benchmark import (
     sha256_of,
     text_problem,
 )
-from grounding import REF_END, REF_START
 
 # The converter's prompts start with LLaMA-Factory's image placeholder; the evaluator places images itself.
 PROMPT = PROMPTS[0].removeprefix("<image>\n")
@@ -79,6 +79,11 @@ def _read_instances(path: Path) -> tuple[dict, dict]:
         return images_and_annotations(load_instances(path))
     except ValueError as err:  # its message names the file
         raise BenchError(str(err)) from None
+
+
+def _by_key(table: dict, key):
+    """table[key] for an id (an int or a string); None for anything else (a list, an object: unhashable)."""
+    return table.get(key) if isinstance(key, (int, str)) and not isinstance(key, bool) else None
 
 
 def _unit_box(ann: dict, img: dict) -> list[float]:
@@ -149,7 +154,7 @@ def make_loader(folder: str, refs_file: str, splits: tuple[str, ...]):
             if split not in wanted:
                 continue
             reason, box, path = None, None, None
-            ann, img = anns.get(ref.get("ann_id")), images.get(ref.get("image_id"))
+            ann, img = _by_key(anns, ref.get("ann_id")), _by_key(images, ref.get("image_id"))
             if ann is None or img is None:
                 what = "ann_id" if ann is None else "image_id"
                 reason = (

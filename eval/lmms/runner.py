@@ -15,7 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from atomicio import atomic_write_text
+from core.atomicio import atomic_write_text
 from eval.lmms.wrappers import WRAPPERS, write_mig_bench, write_wrapper
 
 log = logging.getLogger(__name__)

@@ -13,7 +13,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from atomicio import atomic_write_text
+from core.atomicio import atomic_write_text
 
 TASKS_DIR = Path(__file__).resolve().parent / "tasks"  # the shipped MIG-Bench task
 GREEDY = {"temperature": 0, "do_sample": False}

@@ -55,6 +55,12 @@ class TensorPass(Protocol):
         """add(...add(fn(block_0), fn(block_1))..., fn(block_last)) over the tensor's blocks, in order."""
         ...
 
+    def reduce_spans(
+        self, fn: Callable[[Block], Any], add: Callable[[Any, Any], Any], spans: list[tuple[int, int]]
+    ) -> Any:
+        """The same over the blocks of some element ranges [start, stop) only, in order (a sample)."""
+        ...
+
 
 class Kernel:
     """A method with its parameter values fixed; element-wise unless `whole_tensor`."""

@@ -25,6 +25,8 @@ scheduling anyway.)
 from __future__ import annotations
 
 import hashlib
+import logging
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -32,8 +34,13 @@ import numpy as np
 
 from .base import Block, TensorPass
 
+log = logging.getLogger(__name__)
+
 DIGITS = ((20, 11), (10, 10), (0, 10))  # (shift, width) of each radix digit of a 31-bit magnitude key
 TILE = 1 << 16
+SAMPLE_SPANS, SAMPLE_RUN = 256, 1024  # the sample that brackets a large tensor's k-th largest magnitude
+SAMPLE_SIGMAS = 6.0  # the bracket's half-width, in standard deviations of the sample's rank
+CANDIDATES_MIN, CANDIDATES_SHARE = 1 << 20, 16  # keys held inside a bracket: at most max(MIN, numel / SHARE)
 Delta = Callable[[Block, int], np.ndarray]  # (block, model index) -> that model's task vector block
 
 
@@ -52,8 +59,15 @@ class TopK:
     ties: int
     starts: np.ndarray | None = None  # block starts, when only some elements equal to the threshold are kept
     before: np.ndarray | None = None  # elements equal to the threshold in the blocks before each block
+    end: int | None = None  # or: the kept ties are those before this position (the ties' positions are known)
 
     def keep(self, keys: np.ndarray, start: int) -> np.ndarray:
+        if self.end is not None:
+            keep = keys > self.threshold
+            m = min(len(keys), self.end - start)
+            if m > 0:
+                keep[:m] |= keys[:m] == self.threshold
+            return keep
         if self.starts is None:
             return keys >= self.threshold
         keep = keys > self.threshold
@@ -75,7 +89,98 @@ def _from_top(hist: np.ndarray, k: int) -> tuple[int, int]:
 
 
 def select_top_k(tensor: TensorPass, delta: Delta, wanted: dict[int, int]) -> dict[int, TopK]:
-    """For each model i in `wanted` (0 < k < numel), which elements are its k largest magnitudes."""
+    """For each model i in `wanted` (0 < k < numel), which elements are its k largest magnitudes
+    (ties: the earlier elements).
+
+    Why a sample first: a histogram of every key (`radix_top_k`) costs three passes of bincount, ten
+    times the arithmetic of the merge itself. Instead a few hundred short spans spread over the tensor
+    bracket each model's k-th largest key, and one pass counts the keys above the bracket and gathers
+    the few inside it (with their positions), where an in-memory partition finds the exact k-th and its
+    ties. A tensor no larger than the sample is gathered whole. When a bracket misses (a sample unlike
+    the tensor) or holds too many keys (mass ties), that model falls back to the radix select. Both
+    give the same elements, the unique k largest with ties to the earlier ones, so outputs are the
+    same bytes either way.
+    """
+    models = list(wanted)
+    spans = sample_spans(tensor.numel)
+    keys = tensor.reduce_spans(
+        lambda block: [[magnitude_keys(delta(block, i))] for i in models],
+        lambda a, b: [x + y for x, y in zip(a, b, strict=True)],
+        spans,
+    )
+    keys = [np.concatenate(k) for k in keys]
+    if spans == [(0, tensor.numel)]:  # the whole tensor: exact from the keys in memory
+        everything = np.arange(tensor.numel, dtype=np.int64)
+        return {i: _exact(keys[j], everything, 0, wanted[i]) for j, i in enumerate(models)}
+    brackets = {i: _bracket(keys[j], wanted[i], tensor.numel) for j, i in enumerate(models)}
+    limit = max(CANDIDATES_MIN, tensor.numel // CANDIDATES_SHARE)
+
+    def gather(block: Block) -> list:
+        row = []
+        for i in models:
+            k = magnitude_keys(delta(block, i))
+            lo, hi = brackets[i]
+            inside = np.flatnonzero(np.subtract(k, lo, dtype=np.uint32) <= np.uint32(hi - lo))
+            row.append((int(np.count_nonzero(k > hi)), [inside + block.start], [k[inside]], len(inside)))
+        return row
+
+    def add(a: list, b: list) -> list:
+        out = []
+        for (above_a, pos_a, key_a, n_a), (above_b, pos_b, key_b, n_b) in zip(a, b, strict=True):
+            if n_a + n_b > limit:  # too many to hold: only the count goes on (this model falls back)
+                out.append((above_a + above_b, [], [], n_a + n_b))
+            else:
+                out.append((above_a + above_b, pos_a + pos_b, key_a + key_b, n_a + n_b))
+        return out
+
+    counted = tensor.reduce(gather, add)
+    result: dict[int, TopK] = {}
+    missed: dict[int, int] = {}
+    for (above, pos, key, n), i in zip(counted, models, strict=True):
+        k = wanted[i]
+        if n > limit or not above < k <= above + n:
+            missed[i] = k
+        else:
+            result[i] = _exact(np.concatenate(key), np.concatenate(pos), above, k)
+    if missed:
+        log.debug("%s: top-k bracket missed for models %s; radix select", tensor.name, sorted(missed))
+        result.update(radix_top_k(tensor, delta, missed))
+    return result
+
+
+def sample_spans(numel: int) -> list[tuple[int, int]]:
+    """SAMPLE_SPANS runs of SAMPLE_RUN elements spread evenly over the tensor, or all of a small one."""
+    if numel <= 2 * SAMPLE_SPANS * SAMPLE_RUN:
+        return [(0, numel)]
+    step = numel // SAMPLE_SPANS
+    return [(j * step, j * step + SAMPLE_RUN) for j in range(SAMPLE_SPANS)]
+
+
+def _bracket(sample: np.ndarray, k: int, numel: int) -> tuple[int, int]:
+    """Keys [lo, hi] that hold the k-th largest of the tensor if the sample is like it (a wide margin)."""
+    s = len(sample)
+    q = k / numel
+    rank = q * s  # the k-th largest's rank from the top, in the sample
+    margin = int(SAMPLE_SIGMAS * math.sqrt(s * q * (1 - q))) + 16
+    ordered = np.sort(sample)[::-1]
+    hi = int(ordered[max(0, int(rank) - margin)])
+    lo = int(ordered[min(s - 1, int(rank) + margin)])
+    return lo, hi
+
+
+def _exact(keys: np.ndarray, positions: np.ndarray, above: int, k: int) -> TopK:
+    """The TopK of the k largest, given `above` keys larger than all of `keys` (whose positions are in order)."""
+    r = k - above  # 1 <= r <= len(keys): the r-th largest of `keys` is the threshold
+    threshold = int(np.partition(keys, len(keys) - r)[len(keys) - r])
+    need = k - above - int(np.count_nonzero(keys > threshold))
+    ties = positions[keys == threshold]
+    if need == len(ties):
+        return TopK(threshold, need)
+    return TopK(threshold, need, end=int(ties[need - 1]) + 1)
+
+
+def radix_top_k(tensor: TensorPass, delta: Delta, wanted: dict[int, int]) -> dict[int, TopK]:
+    """select_top_k's fallback: an exact radix select over histograms of the streamed keys (3-4 passes)."""
     models = list(wanted)
     prefix = [0] * len(models)  # the digits of T found so far
     need = [wanted[i] for i in models]  # how many of the k are still to be found below the prefix

@@ -137,11 +137,15 @@ class TaskVectorKernel(Kernel):
             for delta in bank[1:]:
                 out += delta
             positive = out >= 0
+            negative = ~positive
             out[:] = 0
             divisor = tmp
             divisor[:] = 0
             for weight, delta in zip(self.weights, bank, strict=True):
-                agree = np.where(positive, delta > 0, delta < 0)
+                # where(positive, delta > 0, delta < 0), without np.where (ten times slower on bools)
+                agree = np.greater(delta, 0)
+                agree &= positive
+                agree |= np.less(delta, 0) & negative
                 divisor += agree * kind(weight)
                 delta *= agree
                 out += delta

@@ -1,8 +1,9 @@
 """Load a checkpoint with transformers' Auto classes and generate greedily (runs in either environment).
 
-Prints one line `RESULT {json}`: the transformers version, the model class, the image grids, the new
-token ids and the weights transformers reported missing or unexpected (a renamed key would load as
-random weights without failing, so callers check both lists are empty).
+Prints one line `RESULT {json}`: the transformers version, the model class, the image grids (Qwen
+processors; None for InternVL's tiles), the pixel tensor's shape, the prompt length, the new token ids
+and the weights transformers reported missing or unexpected (a renamed key would load as random
+weights without failing, so callers check both lists are empty).
 """
 
 import argparse
@@ -46,7 +47,9 @@ def main() -> None:
     result = {
         "transformers": transformers.__version__,
         "model_class": type(model).__name__,
-        "image_grid_thw": inputs["image_grid_thw"].tolist(),
+        "image_grid_thw": inputs["image_grid_thw"].tolist() if "image_grid_thw" in inputs else None,
+        "pixel_values_shape": list(inputs["pixel_values"].shape),
+        "prompt_tokens": inputs["input_ids"].shape[1],
         "new_token_ids": out[0, inputs["input_ids"].shape[1] :].tolist(),
         "vocab_size": model.config.text_config.vocab_size,
         "missing_keys": sorted(info.get("missing_keys", [])),

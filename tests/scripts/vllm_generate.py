@@ -25,6 +25,8 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=2)
     parser.add_argument("--prompts", type=int, default=3)
     parser.add_argument("--max-tokens", type=int, default=8)
+    parser.add_argument("--max-model-len", type=int, default=2048)  # InternVL's tiles need more
+    parser.add_argument("--mm-processor-kwargs", type=json.loads, default=None, help="JSON, passed to LLM")
     args = parser.parse_args()
 
     import os
@@ -43,8 +45,9 @@ def main() -> None:
     llm = LLM(
         model=args.model,
         enforce_eager=True,
-        max_model_len=2048,
+        max_model_len=args.max_model_len,
         limit_mm_per_prompt={"image": args.images},
+        mm_processor_kwargs=args.mm_processor_kwargs,
         seed=0,
     )
     try:
@@ -53,6 +56,7 @@ def main() -> None:
         outs = llm.generate(requests, params)
         result = {
             "outputs": [{"text": o.outputs[0].text, "token_ids": list(o.outputs[0].token_ids)} for o in outs],
+            "prompt_tokens": [len(o.prompt_token_ids) for o in outs],
             "vocab_size": llm.llm_engine.model_config.get_vocab_size(),
         }
         print("RESULT " + json.dumps(result), flush=True)

@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from atomicio import atomic_file, refuse_existing
+from core.atomicio import atomic_file, refuse_existing
 
 _WS = re.compile(r"[ \t\n\r]*")
 _STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
@@ -310,9 +310,65 @@ def index_record_lines(path: str | os.PathLike, bad: list | None = None) -> tupl
                     continue
                 raise InvalidJSONError(
                     f"{path}: line {lineno} is not one whole JSON record; "
-                    "the mixture reads files written by the converters (one record per line)"
+                    "this command reads files written by the converters (one record per line)"
                 )
             offsets.append(pos)
             lengths.append(len(line))
             pos += n
     return offsets, lengths
+
+
+MAX_LINE_BYTES = 256 * 1024 * 1024  # one JSON line; longer is not a record but a broken file
+
+
+def decode_json_line(raw: bytes) -> Any:
+    """One JSON line -> its value, or InvalidJSONError with a short reason (no file, no line).
+
+    Why: every JSONL reader of the pack meets the same hostile lines (not UTF-8, not JSON, nested
+    deeper than the recursion limit, an integer over the digit limit, a lone surrogate escape that
+    no UTF-8 file can hold); each is one reason here, so a caller skips and names the line.
+    """
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise InvalidJSONError(f"not UTF-8 ({err.reason} at byte {err.start})") from None
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise InvalidJSONError(f"not JSON ({err.msg} at column {err.colno})") from None
+    except (RecursionError, ValueError) as err:  # too deep, or an integer over the digit limit
+        raise InvalidJSONError(f"cannot be decoded: {_undecodable(err)}") from None
+    if "\\u" in text and re.search(r"\\u[dD][89a-fA-F]", text):  # a surrogate escape: paired or lone?
+        try:
+            json.dumps(value, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError as err:
+            raise InvalidJSONError(f"holds a lone surrogate escape ({err.reason}), not text") from None
+        except RecursionError:  # (decoded, so it fits the decoder's depth; dumps nests deeper)
+            raise InvalidJSONError("cannot be decoded: nested too deeply to decode") from None
+    return value
+
+
+def iter_raw_lines(
+    path: str | os.PathLike, max_line_bytes: int = MAX_LINE_BYTES
+) -> Iterator[tuple[int, bytes | None]]:
+    """(line number, bytes) for each non-blank line of a file; None for a line longer than
+    `max_line_bytes`, whose rest is skipped without being held. OSError (a directory, a missing or
+    unreadable file) comes before the first line."""
+    path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"{path} is a directory, not a JSON-lines file")
+    with open(path, "rb") as handle:
+        lineno = 0
+        while True:
+            raw = handle.readline(max_line_bytes + 1)
+            if not raw:
+                return
+            lineno += 1
+            if len(raw) > max_line_bytes and not raw.endswith(b"\n"):
+                while True:
+                    more = handle.readline(1 << 20)
+                    if not more or more.endswith(b"\n"):
+                        break
+                yield lineno, None
+            elif raw.strip():
+                yield lineno, raw

@@ -96,16 +96,28 @@ _REASONING_TAGS = (THINK_START, THINK_END, ANSWER_START, ANSWER_END)
 
 
 def answer_span(text) -> str | None:
-    """The text inside the first `<answer>...</answer>` (first opening tag to the next closing one), or None.
+    """The text inside the first `<answer>...</answer>` outside every `<think>...</think>` block, or None.
 
-    Why str.find and not a lazy regex: `<answer>(.*?)</answer>` rescans to the end of the text for every
-    unclosed tag, which is quadratic on hostile model text; this is one linear pass.
+    Why outside: a reasoning model names decoy boxes and images while it thinks, and an `<answer>` written
+    inside `<think>` is part of that reasoning (`<think><answer>TRUTH</answer></think><answer>X</answer>`
+    is answered X). A `<think>` that never closes runs to the end of the text: nothing after it is an
+    answer. Why str.find and not a lazy regex: `<answer>(.*?)</answer>` rescans to the end of the text for
+    every unclosed tag, which is quadratic on hostile model text; this is one linear pass.
     """
     if not isinstance(text, str):
         return None
-    start = text.find(ANSWER_START)
-    if start < 0:
-        return None
+    pos = 0
+    while True:
+        start = text.find(ANSWER_START, pos)
+        if start < 0:
+            return None
+        think = text.find(THINK_START, pos, start)
+        if think < 0:
+            break
+        closed = text.find(THINK_END, think + len(THINK_START))
+        if closed < 0:
+            return None
+        pos = closed + len(THINK_END)
     start += len(ANSWER_START)
     end = text.find(ANSWER_END, start)
     return text[start:end] if end >= 0 else None
@@ -138,14 +150,25 @@ def think_then_answer(text) -> tuple[str, str] | None:
 def mirg_well_formed(text, num_images: int) -> bool:
     """MIRG-RL's format rule: one non-blank think then one non-blank answer and nothing else, the answer's
     first box on the grid with x1 < x2 and y1 < y2, and an image index in the answer when there are
-    several images. Shared by the RL format reward and eval's `well_formed` (think answers)."""
+    several images. Shared by the RL format reward and eval's `well_formed` (think answers).
+
+    The image index must name an image the sample has (`names_an_image`): `[0-0]` or `[999-1]` with two
+    images is not well formed (a decision of this pack: an index to no image is no index)."""
     parts = think_then_answer(text)
     if parts is None or not parts[0].strip() or not parts[1].strip():
         return False
     box = first_pair(parts[1])
     if box is None or not on_grid(box):
         return False
-    return num_images <= 1 or first_image_index(parts[1]) is not None
+    return names_an_image(parts[1], num_images)
+
+
+def names_an_image(answer: str, num_images: int) -> bool:
+    """With one image, always; with several, the answer's first image index is one of them (1..n)."""
+    if num_images <= 1:
+        return True
+    index = first_image_index(answer)
+    return index is not None and 1 <= index <= num_images
 
 
 # ---------------------------------------------------------------- teacher text (datagen)
@@ -156,9 +179,19 @@ LOOSE_PAIR_RE = re.compile(rf"\(\s*{_NUM}\s*,\s*{_NUM}\s*\)\s*,?\s*\(\s*{_NUM}\s
 
 
 def box_iou(a, b) -> float:
-    """Intersection over union of two (x1, y1, x2, y2) boxes (0.0 when either has no area)."""
-    ix = max(0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0, min(a[3], b[3]) - max(a[1], b[1]))
+    """The pack's one IoU of two (x1, y1, x2, y2) boxes, areas (x2-x1)*(y2-y1): 0.0 when either box is
+    missing, shorter than four values, empty or inverted (x2 <= x1 or y2 <= y1), or when they do not
+    overlap. Eval, the RL rewards, datagen and the converters all call this one."""
+    if a is None or b is None or len(a) < 4 or len(b) < 4:
+        return 0.0
+    ax1, ay1, ax2, ay2 = a[:4]
+    bx1, by1, bx2, by2 = b[:4]
+    if ax2 <= ax1 or ay2 <= ay1 or bx2 <= bx1 or by2 <= by1:
+        return 0.0
+    ix = min(ax2, bx2) - max(ax1, bx1)
+    iy = min(ay2, by2) - max(ay1, by1)
+    if ix <= 0 or iy <= 0:
+        return 0.0
     inter = ix * iy
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
+    union = (ax2 - ax1) * (ay2 - ay1) + (bx2 - bx1) * (by2 - by1) - inter
+    return float(inter / union)
