@@ -36,6 +36,7 @@ import argparse
 import dataclasses
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -44,7 +45,7 @@ from pathlib import Path
 
 import families
 from core.atomicio import atomic_write_text
-from core.cli import EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_OK, EXIT_PARTIAL, fail
+from core.cli import EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, fail
 from core.stages import STAGES, mixture_stages
 from core.yamlfile import read_yaml
 from demo import cpu_pins
@@ -274,9 +275,10 @@ class Demo:
         if plot.exists():
             shutil.copyfile(plot, self.outputs / f"loss_{stage}.png")
 
-    def grpo(self, seed: int | None = None, name: str = "grpo") -> None:
+    def grpo(self, seed: int | None = None, name: str = "grpo", extra: dict[str, str] | None = None) -> None:
         """GRPO through TRL (recipes/grpo.yaml) from the trajectory-SFT model, in .venv-eval; `seed` (GRPO's
-        own, default the demo's) and `name` (the checkpoint's folder) for the seed calibration."""
+        own, default the demo's), `name` (the checkpoint's folder) and `extra` (recipe overrides on top of
+        the demo's, `--rl-set`) for the seed calibration."""
         out = self.checkpoint(name)
         if (out / "train_results.json").exists():
             return log(f"{name}: reusing {out}")
@@ -311,6 +313,7 @@ class Demo:
             overrides.update(
                 family=self.family.name, **({"image_min_pixels": min_pixels} if min_pixels else {})
             )
+        overrides.update(extra or {})
         run(
             [self.eval_python, "-m", "rl", "train", REPO / "recipes/grpo.yaml"]
             + [f"{k}={v}" for k, v in overrides.items()]
@@ -345,21 +348,24 @@ class Demo:
         """The RL models' eval flags: the think prompt, the answer span read in the family's form."""
         return ["--answer-format", self.family.reasoning_answer_format, *THINK_EVAL[2:]]
 
-    def rl_seeds(self, seeds: list[int]) -> dict:
-        """GRPO + eval once per GRPO seed from the one trajectory-SFT model (`--rl-seeds`): the gain over it
-        as mean and spread, and each task's lowest well-formed rate, in outputs/.../rl_seeds.json."""
+    def rl_seeds(self, seeds: list[int], extra: dict[str, str] | None = None) -> dict:
+        """GRPO + eval once per GRPO seed from the one trajectory-SFT model (`--rl-seeds`, with `--rl-set`'s
+        overrides): the gain over it as mean and spread, and each task's lowest well-formed rate, in
+        outputs/.../rl_seeds[_SETTING].json; each setting's runs have their own folders (grpo_seed<k>_SETTING)."""
+        setting = setting_tag(extra or {})
         for seed in seeds:
-            self.grpo(seed, f"grpo_seed{seed}")
-            self.evaluate(f"grpo_seed{seed}")
+            self.grpo(seed, f"grpo_seed{seed}{setting}", extra)
+            self.evaluate(f"grpo_seed{seed}{setting}")
+        names = {s: f"grpo_seed{s}{setting}" for s in seeds}
         metrics = {
             name: json.loads((self.outputs / name / "metrics.json").read_text(encoding="utf-8"))
-            for name in ["traj_sft", *(f"grpo_seed{s}" for s in seeds)]
+            for name in ["traj_sft", *names.values()]
         }
-        summary = seed_summary(metrics, seeds)
-        atomic_write_text(self.outputs / "rl_seeds.json", json.dumps(summary, indent=2) + "\n")
+        summary = {"overrides": dict(extra or {}), **seed_summary(metrics, names)}
+        atomic_write_text(self.outputs / f"rl_seeds{setting}.json", json.dumps(summary, indent=2) + "\n")
         log(
-            f"GRPO over {len(seeds)} seeds: {summary['mean']:.2f} (spread {summary['spread']:.2f}) vs trajectory "
-            f"SFT {summary['traj_sft']:.2f}: gain {summary['gain']:+.2f}, holds: {summary['holds']}"
+            f"GRPO{setting or ''} over {len(seeds)} seeds: {summary['mean']:.2f} (spread {summary['spread']:.2f}) "
+            f"vs trajectory SFT {summary['traj_sft']:.2f}: gain {summary['gain']:+.2f}, holds: {summary['holds']}"
         )
         return summary
 
@@ -392,17 +398,36 @@ class Demo:
         log(f"what changed from {VIEWED[0]} to {VIEWED[1]}: {diff}")
 
 
-def seed_summary(metrics: dict[str, dict], seeds: list[int]) -> dict:
+def setting_tag(extra: dict[str, str]) -> str:
+    """The folder suffix of a calibration setting: "" for the demo's own, else "_key-value_..." (safe chars)."""
+    tag = "_".join(f"{k}-{v}" for k, v in sorted(extra.items()))
+    return "_" + re.sub(r"[^A-Za-z0-9._-]+", "-", tag) if tag else ""
+
+
+def parse_rl_set(items: list[str]) -> dict[str, str]:
+    """`--rl-set KEY=VALUE` (repeatable) -> recipe overrides; ValueError naming a malformed one."""
+    extra = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not re.fullmatch(r"[a-z_][a-z0-9_]*", key):
+            raise ValueError(f"--rl-set {item!r} is not KEY=VALUE (a recipe key, e.g. loss_type=dapo)")
+        extra[key] = value
+    return extra
+
+
+def seed_summary(metrics: dict[str, dict], seeds: list[int] | dict[int, str]) -> dict:
     """Per-seed Acc@0.5, mean, spread (max - min), the gain of the mean over trajectory SFT, whether it
-    holds (gain >= 2 points and > twice the spread, no task's well-formed rate below trajectory SFT's)."""
+    holds (gain >= 2 points and > twice the spread, no task's well-formed rate below trajectory SFT's).
+    `seeds`: the seeds (runs named grpo_seed<k>) or seed -> run name."""
     base = metrics["traj_sft"]
-    acc = {s: metrics[f"grpo_seed{s}"]["average"]["acc@0.5"] for s in seeds}
+    names = seeds if isinstance(seeds, dict) else {s: f"grpo_seed{s}" for s in seeds}
+    acc = {s: metrics[name]["average"]["acc@0.5"] for s, name in names.items()}
     mean = sum(acc.values()) / len(acc)
     spread = max(acc.values()) - min(acc.values())
     gain = mean - base["average"]["acc@0.5"]
     worst_formed = {}
     for task, m in base["tasks"].items():
-        rates = [metrics[f"grpo_seed{s}"]["tasks"].get(task, {}).get("well_formed") for s in seeds]
+        rates = [metrics[name]["tasks"].get(task, {}).get("well_formed") for name in names.values()]
         if m.get("well_formed") is not None and all(r is not None for r in rates):
             worst_formed[task] = {"traj_sft": m["well_formed"], "grpo_min": min(rates)}
     formed_kept = all(v["grpo_min"] >= v["traj_sft"] - 1e-9 for v in worst_formed.values())
@@ -456,11 +481,25 @@ def main(argv: list[str] | None = None) -> int:
         "model: mean, spread and gain in outputs/.../rl_seeds.json",
     )
     parser.add_argument(
+        "--rl-set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="with --rl-seeds: a GRPO recipe override for those runs (repeatable; e.g. loss_type=dapo "
+        "epsilon_high=0.28); the runs go to grpo_seed<k>_<setting>, the summary to rl_seeds_<setting>.json",
+    )
+    parser.add_argument(
         "--no-cpu-pins",
         action="store_true",
         help="keep the caller's environment (default: demo/cpu_pins.py's, for CPU-independent numbers)",
     )
     args = parser.parse_args(argv)
+    try:
+        rl_set = parse_rl_set(args.rl_set)
+    except ValueError as err:
+        return fail(parser.prog, err, EXIT_USAGE)
+    if rl_set and not args.rl_seeds:
+        return fail(parser.prog, "--rl-set applies to the --rl-seeds runs; give --rl-seeds too", EXIT_USAGE)
 
     started = time.time()
     demo = Demo(args.workdir, PROFILES[args.profile], args.eval_python, args.seed, args.family)
@@ -484,7 +523,7 @@ def main(argv: list[str] | None = None) -> int:
         demo.report()
         demo.views()
         if args.rl_seeds:
-            demo.rl_seeds([int(s) for s in args.rl_seeds.split(",") if s.strip()])
+            demo.rl_seeds([int(s) for s in args.rl_seeds.split(",") if s.strip()], rl_set)
     except subprocess.CalledProcessError as err:  # the step printed its own error above
         cmd = " ".join(str(c) for c in err.cmd[:4])
         return fail(

@@ -3,7 +3,9 @@ seed spread, and no task's well-formed rate falls below trajectory SFT's."""
 
 from __future__ import annotations
 
-from demo.run import seed_summary
+import pytest
+
+from demo.run import main, parse_rl_set, seed_summary, setting_tag
 
 
 def _metrics(ave, formed):
@@ -38,3 +40,26 @@ def test_noise_or_a_broken_format_does_not_hold():
     }
     got = seed_summary(broken, [0, 1])
     assert got["well_formed"]["gg"] == {"traj_sft": 100.0, "grpo_min": 90.0} and not got["holds"]
+
+
+def test_a_setting_has_its_own_runs_and_summary():
+    extra = parse_rl_set(["loss_type=dapo", "epsilon_high=0.28"])
+    assert extra == {"loss_type": "dapo", "epsilon_high": "0.28"}
+    tag = setting_tag(extra)
+    assert tag == "_epsilon_high-0.28_loss_type-dapo" and setting_tag({}) == ""
+    assert setting_tag({"output_dir": "../x y"}) == "_output_dir-..-x-y"  # never a path separator
+    m = {"traj_sft": _metrics(80.0, 100.0), f"grpo_seed3{tag}": _metrics(81.0, 100.0)}
+    got = seed_summary(m, {3: f"grpo_seed3{tag}"})
+    assert got["seeds"] == {"3": 81.0} and got["spread"] == 0.0 and not got["holds"]
+
+
+@pytest.mark.parametrize("bad", ["loss_type", "=dapo", "Loss-Type=x"])
+def test_a_malformed_rl_set_is_refused_in_one_line(bad, capsys):
+    assert main(["--rl-seeds", "0", "--rl-set", bad, "--workdir", "/nonexistent/never-made"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and repr(bad) in err[0]
+
+
+def test_rl_set_without_seeds_is_refused(capsys):
+    assert main(["--rl-set", "beta=0", "--workdir", "/nonexistent/never-made"]) == 2
+    assert "--rl-seeds" in capsys.readouterr().err
