@@ -13,10 +13,12 @@ import re
 from pathlib import Path
 
 from core.atomicio import atomic_write_text
+from core.jsonfile import JSONFileError, read_json, read_limited
 
 log = logging.getLogger(__name__)
 
 _MAX_CONFIG_BYTES = 16 * 1024 * 1024
+_MAX_BUDGET_BYTES = 64 * 1024
 _DEFAULT_MIN_PIXELS, _DEFAULT_MAX_PIXELS = 56 * 56, 28 * 28 * 1280  # Qwen2VLImageProcessor.size's defaults
 # Written beside the weights by every stage of this pack that saves a checkpoint (LLaMA-Factory stages through
 # the Makefile, GRPO, merge): the per-image budget it was trained with, which eval uses by default.
@@ -29,21 +31,10 @@ class CheckpointError(ValueError):
 
 def read_config(model_dir: str | Path) -> dict:
     """config.json of a checkpoint folder as a dict (bounded read); CheckpointError naming the file."""
-    path = Path(model_dir) / "config.json"
     try:
-        with open(path, "rb") as fh:
-            raw = fh.read(_MAX_CONFIG_BYTES + 1)
-    except OSError as err:
-        raise CheckpointError(f"cannot read {path}: {err.strerror or err}") from None
-    if len(raw) > _MAX_CONFIG_BYTES:
-        raise CheckpointError(f"{path} is over {_MAX_CONFIG_BYTES} bytes, not a model config")
-    try:
-        config = json.loads(raw)
-    except (ValueError, RecursionError) as err:  # UnicodeDecodeError is a ValueError
-        raise CheckpointError(f"{path} is not valid JSON: {err}") from None
-    if not isinstance(config, dict):
-        raise CheckpointError(f"{path} holds a JSON {type(config).__name__}, not an object")
-    return config
+        return read_json(Path(model_dir) / "config.json", dict, "a model config object", _MAX_CONFIG_BYTES)
+    except JSONFileError as err:
+        raise CheckpointError(str(err)) from None
 
 
 def write_budget(
@@ -65,15 +56,15 @@ def read_budget(model_dir: str | Path) -> tuple[int, int] | None:
     """(image_max_pixels, image_min_pixels) recorded with a checkpoint, or None when it records none.
     A record that is present but unreadable is an error: a silent default would change what eval feeds."""
     path = Path(model_dir) / BUDGET_FILE
-    if not path.is_file():
+    if not path.exists():  # present but not a regular file (a directory, /dev/zero): an error below
         return None
     try:
-        if path.stat().st_size > 64 * 1024:
-            raise ValueError("too large")
-        record = json.loads(path.read_bytes())
+        record = read_json(path, dict, "an image budget record", _MAX_BUDGET_BYTES)
         hi, lo = record["image_max_pixels"], record["image_min_pixels"]
-    except (OSError, ValueError, RecursionError, KeyError, TypeError) as err:
-        raise CheckpointError(f"{path}: not an image budget record ({err})") from None
+    except JSONFileError as err:
+        raise CheckpointError(str(err)) from None
+    except KeyError as err:
+        raise CheckpointError(f"{path}: not an image budget record (no {err})") from None
     if not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in (hi, lo)) or lo > hi:
         raise CheckpointError(f"{path}: image budget {lo!r}..{hi!r} is not two positive integers")
     return hi, lo
@@ -90,12 +81,12 @@ def processor_pixel_range(model_dir: str | Path) -> tuple[int, int]:
     folder = Path(model_dir)
     for name in ("preprocessor_config.json", "processor_config.json"):
         path = folder / name
-        if not path.is_file():
+        if not path.exists():
             continue
         try:
-            config = json.loads(path.read_bytes())
-        except (OSError, ValueError, RecursionError) as err:
-            raise CheckpointError(f"cannot read the image processor settings in {path}: {err}") from None
+            config = read_json(path, max_bytes=_MAX_CONFIG_BYTES, what="image processor settings")
+        except JSONFileError as err:
+            raise CheckpointError(f"cannot read the image processor settings: {err}") from None
         if isinstance(config, dict) and name == "processor_config.json":
             config = config.get("image_processor")
         if not isinstance(config, dict):
@@ -130,12 +121,11 @@ def chat_templates(model_dir: str | Path) -> list[tuple[Path, str]]:
     for name in ("chat_template.jinja", "tokenizer_config.json", "chat_template.json"):
         path = folder / name
         try:
-            if not path.is_file():
+            if not path.exists():
                 continue
-            if path.stat().st_size > _MAX_TEMPLATE_BYTES * 16:
-                log.warning("%s: %d bytes, too large to read its chat template", path, path.stat().st_size)
-                continue
-            text = path.read_text(encoding="utf-8")
+            text = read_limited(path, _MAX_TEMPLATE_BYTES * 16, "a file holding a chat template").decode(
+                "utf-8"
+            )
             if name.endswith(".jinja"):
                 found.append((path, text))
                 continue

@@ -8,11 +8,11 @@ so the field's name and meaning live in one place. Nothing in a data folder is t
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from core.jsonfile import JSONFileError, read_json
 from families.registry import DEFAULT_FAMILY, FAMILIES, Family, get_family
 
 REPORT_KEY = "box_format"  # in a converter report: a dict whose "family" names the family
@@ -39,16 +39,7 @@ def record_fields(family: Family) -> dict:
     return {} if family.name == DEFAULT_FAMILY else {REPORT_KEY: family.name}
 
 
-def _read_report(path: Path):
-    """A report's JSON, read with a bound (a symlink to /dev/zero or a huge file stops at the bound)."""
-    with open(path, "rb") as fh:
-        raw = fh.read(_MAX_REPORT_BYTES + 1)
-    if len(raw) > _MAX_REPORT_BYTES:
-        raise ValueError(f"over {_MAX_REPORT_BYTES} bytes, not a converter report")
-    return json.loads(raw)
-
-
-_MAX_REPORT_BYTES = 64 * 1024 * 1024
+_MAX_REPORT_BYTES = 64 * 1024 * 1024  # a symlink to /dev/zero or a huge file stops at the bound
 
 
 class DataFamilyError(ValueError):
@@ -78,8 +69,8 @@ def data_box_formats(data_dir: str | Path) -> DataFormats:
     folder = Path(data_dir)  # `converters all` writes reports/; a single converter's --report may sit beside
     for path in sorted([*(folder / "reports").glob("*.json"), *folder.glob("*.report.json")]):
         try:
-            report = _read_report(path)
-        except (OSError, ValueError, RecursionError) as err:
+            report = read_json(path, max_bytes=_MAX_REPORT_BYTES, what="a converter report")
+        except JSONFileError as err:
             unreadable.append((path, str(err)))
             continue
         if not isinstance(report, dict) or not (

@@ -141,10 +141,10 @@ def test_detect_family_reads_model_type(tmp_path, model_type, family):
         (b'{"model_type": "llava"}', "model_type 'llava' is not a known family"),
         (b'{"architectures": []}', "no string `model_type`"),
         (b'{"model_type": 7}', "no string `model_type`"),
-        (b"[1, 2]", "holds a JSON list, not an object"),
-        (b'{"model_type": "qwen2_vl"', "not valid JSON"),
-        (b"\xff\xfe\x00", "not valid JSON"),
-        (b"[" * 100_000, "not valid JSON"),
+        (b"[1, 2]", "holds a JSON list; expected a model config object"),
+        (b'{"model_type": "qwen2_vl"', "invalid JSON"),
+        (b"\xff\xfe\x00", "cannot be read as JSON: UnicodeDecodeError"),
+        (b"[" * 100_000, "cannot be read as JSON: RecursionError"),
     ],
 )
 def test_detect_family_names_the_file_and_the_problem(tmp_path, body, message):
@@ -506,3 +506,25 @@ def test_processor_pixel_range_refuses_bad_values_naming_the_file(tmp_path, body
 def test_processor_pixel_range_without_a_processor(tmp_path):
     with pytest.raises(ValueError, match="has no image processor settings"):
         F.processor_pixel_range(tmp_path)
+
+
+@pytest.mark.parametrize(
+    "name", ["config.json", "image_budget.json", "preprocessor_config.json", "chat_template.jinja"]
+)
+def test_a_checkpoint_file_linked_to_dev_zero_is_read_with_a_bound(tmp_path, name):
+    """A size looked up first says 0 for /dev/zero: every checkpoint file is read with a bound instead."""
+    from families.checkpoint import (
+        CheckpointError,
+        is_thinking_checkpoint,
+        processor_pixel_range,
+        read_budget,
+        read_config,
+    )
+
+    (tmp_path / name).symlink_to("/dev/zero")
+    if name == "chat_template.jinja":  # a template only decides a default: skipped with a warning
+        assert is_thinking_checkpoint(tmp_path) is None
+        return
+    read = {"config.json": read_config, "image_budget.json": read_budget}.get(name, processor_pixel_range)
+    with pytest.raises(CheckpointError, match=f"{name} is over [0-9]+ bytes"):
+        read(tmp_path)

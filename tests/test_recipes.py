@@ -317,4 +317,4 @@ def test_family_is_read_from_config_and_forced_by_flag(tmp_path):
     assert bad.returncode == 1 and "model_type 'llava' is not a known family" in bad.stderr
     (model / "config.json").write_text("[" * 100_000)  # hostile JSON: a clear error, no traceback
     bad = detect()
-    assert bad.returncode == 1 and "not valid JSON" in bad.stderr and "Traceback" not in bad.stderr
+    assert bad.returncode == 1 and "cannot be read as JSON" in bad.stderr and "Traceback" not in bad.stderr
