@@ -112,19 +112,22 @@ class _Pass:
         self.plan, self.name, self.numel = plan, target.name, target.numel
         self.pool, self.chunk, self.depth = pool, chunk, depth
 
-    def _chunk(self, fn, add, start: int, stop: int):
+    def _spans(self, fn, add, spans: list[tuple[int, int]]):
+        """fn over the blocks of some element ranges, reduced in order (one worker task)."""
         inputs = self.plan.inputs
-        views = [ckpt.view(self.name, start, stop) for ckpt in inputs]
         wide = _wide(self.plan, self.name)
-        buffers = [np.empty(min(BLOCK, stop - start), dtype=wide) for _ in range(4)]
+        size = min(BLOCK, max(stop - start for start, stop in spans))
+        buffers = [np.empty(size, dtype=wide) for _ in range(4)]
         result = None
         with np.errstate(all="ignore"):
-            for block, _, _ in _blocks(self.plan, self.name, start, views, buffers, None):
-                value = fn(block)
-                result = value if result is None else add(result, value)
-        del views
-        for ckpt in inputs:
-            ckpt.release(self.name, start, stop)
+            for start, stop in spans:
+                views = [ckpt.view(self.name, start, stop) for ckpt in inputs]
+                for block, _, _ in _blocks(self.plan, self.name, start, views, buffers, None):
+                    value = fn(block)
+                    result = value if result is None else add(result, value)
+                del views
+                for ckpt in inputs:
+                    ckpt.release(self.name, start, stop)
         return result
 
     def reduce(self, fn, add):
@@ -132,6 +135,8 @@ class _Pass:
         return self.reduce_spans(fn, add, spans)
 
     def reduce_spans(self, fn, add, spans):
+        """Spans are handed to the workers in groups of at most one chunk's elements: a sample of many
+        short spans is then a few tasks, not one task (buffers, views, a future) per span."""
         pending: collections.deque[Future] = collections.deque()
         total = None
 
@@ -140,13 +145,26 @@ class _Pass:
             value = pending.popleft().result()
             total = value if total is None else add(total, value)
 
-        for start, stop in spans:
+        for group in _grouped(spans, self.chunk):
             if len(pending) >= self.depth:
                 take()
-            pending.append(self.pool.submit(self._chunk, fn, add, start, stop))
+            pending.append(self.pool.submit(self._spans, fn, add, group))
         while pending:
             take()
         return total
+
+
+def _grouped(spans: list[tuple[int, int]], limit: int) -> list[list[tuple[int, int]]]:
+    """Consecutive spans in groups of at most `limit` elements (a longer span alone), order kept."""
+    groups: list[list[tuple[int, int]]] = []
+    size = limit
+    for start, stop in spans:
+        if size + stop - start > limit:
+            groups.append([])
+            size = 0
+        groups[-1].append((start, stop))
+        size += stop - start
+    return groups
 
 
 def stream(

@@ -199,6 +199,35 @@ def test_ties_streaming_equals_sorting_with_many_ties(tmp_path):
     np.testing.assert_allclose(out, reference_ties(base_w, deltas, weights, densities), rtol=1e-6, atol=1e-6)
 
 
+def test_ties_on_a_tensor_large_enough_to_be_sampled_equals_sorting(tmp_path, caplog, monkeypatch):
+    """Over 2 x SAMPLE_SPANS x SAMPLE_RUN elements the top-k is bracketed from a sample first; the kept
+    elements (and so the bytes) are the sort's, for continuous deltas (the bracket holds) and for
+    heavily tied ones (the bracket fails and the radix select takes over)."""
+    from merge_tool.methods import sparsify
+    from merge_tool.methods.sparsify import SAMPLE_RUN, SAMPLE_SPANS
+
+    monkeypatch.setattr(sparsify, "CANDIDATES_MIN", 1000)  # hold at most n / 16 keys inside a bracket
+    n = 2 * SAMPLE_SPANS * SAMPLE_RUN + 12_345
+    rng = np.random.default_rng(5)
+    base_w = rng.standard_normal(n).astype(np.float32)
+    deltas = [
+        (rng.standard_normal(n) * 0.01).astype(np.float32),
+        rng.integers(-2, 3, n).astype(np.float32) * 0.5,  # five values: mass ties at any cut-off
+    ]
+    base = model(tmp_path / "base", w=base_w)
+    models = [model(tmp_path / f"m{i}", w=base_w + d) for i, d in enumerate(deltas)]
+    deltas = [load_file(m / "model.safetensors")["w"] - base_w for m in models]  # as stored
+    config = f"merge_method: ties\nbase_model: {base}\nmodels:\n" + "".join(
+        f"  - model: {m}\n    parameters: {{weight: {w}, density: 0.3}}\n"
+        for m, w in zip(models, [0.6, 0.4], strict=True)
+    )
+    with caplog.at_level("DEBUG", logger="merge_tool.methods.sparsify"):
+        out = run_config(tmp_path, config, chunk_elements=1 << 18)["w"]
+    assert "bracket missed for models [1]" in caplog.text  # the tied model fell back; the other did not
+    expected = reference_ties(base_w, deltas, [0.6, 0.4], [0.3, 0.3])
+    np.testing.assert_allclose(out, expected, rtol=1e-6, atol=1e-7)
+
+
 def test_slerp_streaming_equals_whole_tensor(tmp_path):
     rng = np.random.default_rng(3)
     a_w, b_w = (rng.standard_normal(30_000).astype(np.float32) for _ in range(2))

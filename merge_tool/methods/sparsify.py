@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 
 DIGITS = ((20, 11), (10, 10), (0, 10))  # (shift, width) of each radix digit of a 31-bit magnitude key
 TILE = 1 << 16
-SAMPLE_SPANS, SAMPLE_RUN = 256, 1024  # the sample that brackets a large tensor's k-th largest magnitude
+SAMPLE_SPANS, SAMPLE_RUN = 64, 4096  # the sample that brackets a large tensor's k-th largest magnitude
 SAMPLE_SIGMAS = 6.0  # the bracket's half-width, in standard deviations of the sample's rank
 CANDIDATES_MIN, CANDIDATES_SHARE = 1 << 20, 16  # keys held inside a bracket: at most max(MIN, numel / SHARE)
 Delta = Callable[[Block, int], np.ndarray]  # (block, model index) -> that model's task vector block
@@ -93,7 +93,7 @@ def select_top_k(tensor: TensorPass, delta: Delta, wanted: dict[int, int]) -> di
     (ties: the earlier elements).
 
     Why a sample first: a histogram of every key (`radix_top_k`) costs three passes of bincount, ten
-    times the arithmetic of the merge itself. Instead a few hundred short spans spread over the tensor
+    times the arithmetic of the merge itself. Instead 64 spans of 4,096 elements spread over the tensor
     bracket each model's k-th largest key, and one pass counts the keys above the bracket and gathers
     the few inside it (with their positions), where an in-memory partition finds the exact k-th and its
     ties. A tensor no larger than the sample is gathered whole. When a bracket misses (a sample unlike
@@ -162,10 +162,10 @@ def _bracket(sample: np.ndarray, k: int, numel: int) -> tuple[int, int]:
     q = k / numel
     rank = q * s  # the k-th largest's rank from the top, in the sample
     margin = int(SAMPLE_SIGMAS * math.sqrt(s * q * (1 - q))) + 16
-    ordered = np.sort(sample)[::-1]
-    hi = int(ordered[max(0, int(rank) - margin)])
-    lo = int(ordered[min(s - 1, int(rank) + margin)])
-    return lo, hi
+    # the keys at ranks rank -+ margin from the top: two order statistics (a partition, not a sort)
+    top, bottom = s - 1 - max(0, int(rank) - margin), s - 1 - min(s - 1, int(rank) + margin)
+    placed = np.partition(sample, [bottom, top])
+    return int(placed[bottom]), int(placed[top])
 
 
 def _exact(keys: np.ndarray, positions: np.ndarray, above: int, k: int) -> TopK:

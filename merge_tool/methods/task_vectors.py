@@ -107,11 +107,12 @@ class TaskVectorKernel(Kernel):
 
     # ------------------------------------------------------------ the blocks
 
-    def _bank(self, n: int, dtype: np.dtype) -> list[np.ndarray]:
-        bank = getattr(self._local, "bank", None)
+    def _bank(self, n: int, dtype: np.dtype, name: str = "bank") -> list[np.ndarray]:
+        """One block-sized buffer per model, kept per worker thread (`name` tells sets apart)."""
+        bank = getattr(self._local, name, None)
         if bank is None or bank[0].dtype != dtype or len(bank[0]) < n:
             bank = [np.empty(n, dtype) for _ in self.weights]
-            self._local.bank = bank
+            setattr(self._local, name, bank)
         return [b[:n] for b in bank]
 
     def combine(self, block: Block) -> None:
@@ -136,21 +137,28 @@ class TaskVectorKernel(Kernel):
             np.copyto(out, bank[0])
             for delta in bank[1:]:
                 out += delta
-            positive = out >= 0
-            negative = ~positive
+            # The elected sign as +1 / -1 (sum >= 0 counts as +): delta agrees where delta * sign > 0, the
+            # same as where(sum >= 0, delta > 0, delta < 0) in fewer passes (times +-1 is exact; NaN agrees
+            # with neither). Masks are float 0/1, not bool: float x float runs several times faster than a
+            # mixed float x bool ufunc, and ufuncs with where= are slower still.
+            sign = tmp
+            np.greater_equal(out, 0, out=sign)
+            sign *= kind(2)
+            sign -= kind(1)
+            agreements = self._bank(len(out), out.dtype, "agree")
+            for delta, agree in zip(bank, agreements, strict=True):
+                np.multiply(delta, sign, out=out)
+                np.greater(out, 0, out=agree)
             out[:] = 0
             divisor = tmp
             divisor[:] = 0
-            for weight, delta in zip(self.weights, bank, strict=True):
-                # where(positive, delta > 0, delta < 0), without np.where (ten times slower on bools)
-                agree = np.greater(delta, 0)
-                agree &= positive
-                agree |= np.less(delta, 0) & negative
-                divisor += agree * kind(weight)
-                delta *= agree
+            for weight, delta, agree in zip(self.weights, bank, agreements, strict=True):
+                delta *= agree  # multiply, not select: a NaN delta stays NaN
                 out += delta
-            divisor[divisor == 0] = 1
+                agree *= kind(weight)
+                divisor += agree
             if self.normalize:
+                divisor += divisor == 0  # no model agrees: divide by 1
                 out /= divisor
         elif self.normalize:
             total = math.fsum(self.weights)
