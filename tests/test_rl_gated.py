@@ -20,7 +20,7 @@ import pytest
 from PIL import Image
 
 from tests.conftest import run_in
-from tests.test_rl_train import prime
+from tests.test_rl_train import prime, write_images
 
 pytestmark = pytest.mark.vllm  # needs .venv-eval (TRL lives there)
 
@@ -55,11 +55,7 @@ def write_mg_set(root: Path, n: int = 8, seed: int = 0) -> Path:
     records = []
     for i in range(n):
         k = rng.randint(2, 3)
-        paths = []
-        for j in range(k):
-            path = root / f"img_{i}_{j}.png"
-            Image.new("RGB", (112, 112), (rng.randrange(256), 90, 90)).save(path)
-            paths.append(str(path))
+        paths = write_images(root, i, k, rng)
         index = rng.randint(1, k)
         box = [0, 0, 333, 333] if i % 2 else [333, 333, 667, 667]
         targets = [{"image_index": index, "box": box}]

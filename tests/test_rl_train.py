@@ -49,16 +49,22 @@ def _answer(image: int, box) -> str:
     )
 
 
+def write_images(root: Path, i: int, k: int, rng: random.Random) -> list[str]:
+    """Record i's k plain 112 x 112 images (one colour each), as paths."""
+    paths = []
+    for j in range(k):
+        path = root / f"img_{i}_{j}.png"
+        Image.new("RGB", (112, 112), (rng.randrange(256), 90, 90)).save(path)
+        paths.append(str(path))
+    return paths
+
+
 def write_rl_set(root: Path, n: int = 8, seed: int = 0) -> Path:
     rng = random.Random(seed)
     records = []
     for i in range(n):
         k = rng.randint(2, 3)
-        paths = []
-        for j in range(k):
-            path = root / f"img_{i}_{j}.png"
-            Image.new("RGB", (112, 112), (rng.randrange(256), 90, 90)).save(path)
-            paths.append(str(path))
+        paths = write_images(root, i, k, rng)
         index = rng.randint(1, k)
         box = [0, 0, 333, 333] if i % 2 else [333, 333, 667, 667]
         records.append(
