@@ -17,7 +17,6 @@ import random
 from pathlib import Path
 
 import pytest
-from PIL import Image
 
 from tests.conftest import run_in
 from tests.test_rl_train import prime, write_images
