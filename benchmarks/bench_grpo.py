@@ -6,7 +6,7 @@ GRPOTrainer. Any of them could cost time per step; this prints the ratio so it s
 
 Both runs train the same tiny random Qwen2-VL (demo.tiny_model) on the same RL records (112x112 images,
 so no resize happens in either), on this CPU, for --steps GRPO steps each, with the same GRPOConfig
-values (batch 4, 4 generations, 48 completion tokens, temperature 1.0, beta 0.04, seed 42), the vision
+values (batch 4, 4 generations, exactly 48 completion tokens, temperature 1.0, beta 0.04, seed 42), the vision
 tower frozen in both. The plain script is what a TRL user writes: PIL images in a datasets.Dataset and
 three regex reward functions (format, image, IoU), each parsing the completion itself. The pack's run is
 the real CLI with recipes/grpo.yaml and the `mirg` profile. Time per step is TRL's own `train_runtime`
@@ -14,7 +14,7 @@ divided by the steps (model loading, process start and the final save are outsid
 alternate pack, plain, pack, plain ... (--repeats pairs); the ratio of each pair and their median are
 printed. Nothing else may run on the machine meanwhile (two torch jobs on 2 cores: 7-13 s per step).
 
-    .venv-eval/bin/python benchmarks/bench_grpo.py [--steps 8] [--repeats 2] [--workdir DIR] [--keep]
+    .venv-eval/bin/python benchmarks/bench_grpo.py [--steps 40] [--repeats 3] [--workdir DIR] [--keep]
 """
 
 from __future__ import annotations
@@ -48,6 +48,7 @@ SETTINGS = {  # GRPOConfig values both runs use (the pack's as recipe overrides)
     "logging_steps": 1,
     "seed": 42,
     "report_to": "none",
+    "generation_kwargs": {"min_new_tokens": 48},  # every completion 48 tokens: equal work in both runs
 }
 IMAGE_SIDE = 112  # 112 x 112 = 12544 = image_max_pixels: no resize in either run
 
@@ -175,17 +176,26 @@ def seconds_per_step(out: Path, steps: int) -> float:
 
 
 def run_pack(python: str, model: Path, data: Path, out: Path, steps: int) -> float:
-    overrides = [f"{k}={str(v).lower() if isinstance(v, bool) else v}" for k, v in SETTINGS.items()]
+    overrides = [
+        f"{k}={json.dumps(v)}" for k, v in SETTINGS.items()
+    ]  # JSON is YAML: the recipe reader takes it
     cmd = [python, "-m", "rl", "train", "recipes/grpo.yaml", f"model_name_or_path={model}", f"dataset={data}"]
     cmd += [f"output_dir={out}", f"max_steps={steps}", f"save_steps={steps}", "deepspeed=null"]
     cmd += [f"image_max_pixels={IMAGE_SIDE * IMAGE_SIDE}", *overrides]
-    subprocess.run(cmd, cwd=REPO, check=True, stdout=subprocess.DEVNULL)
+    _run(cmd)
     return seconds_per_step(out, steps)
 
 
+def _run(cmd: list[str]) -> None:
+    """Run a child quietly; on failure show the end of its stderr and stop."""
+    proc = subprocess.run(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    if proc.returncode != 0:
+        sys.stderr.write(proc.stderr[-4000:])
+        raise SystemExit(f"benchmark step failed ({proc.returncode}): {' '.join(map(str, cmd[:4]))} ...")
+
+
 def run_plain(python: str, model: Path, data: Path, out: Path, steps: int) -> float:
-    cmd = [python, __file__, "--plain", str(model), str(data), str(out), str(steps)]
-    subprocess.run(cmd, cwd=REPO, check=True, stdout=subprocess.DEVNULL)
+    _run([python, __file__, "--plain", str(model), str(data), str(out), str(steps)])
     return seconds_per_step(out, steps)
 
 
@@ -196,8 +206,8 @@ def main(argv: list[str] | None = None) -> int:
         plain_run(model, data, out, int(steps))
         return 0
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--steps", type=int, default=8)
-    parser.add_argument("--repeats", type=int, default=2, help="pack/plain pairs")
+    parser.add_argument("--steps", type=int, default=40)
+    parser.add_argument("--repeats", type=int, default=3, help="pack/plain pairs")
     parser.add_argument("--records", type=int, default=32)
     parser.add_argument("--workdir", type=Path, default=None)
     parser.add_argument("--keep", action="store_true")
