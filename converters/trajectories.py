@@ -365,13 +365,19 @@ def record_items(record: Any, dataset: str, multi_target: bool = False) -> list[
             if c.image is not None
         )
         prompt, bare = _prompt(q_text, n)
-        if multi_target and found.targets:
-            objects = tuple(
-                GroundedObject(
-                    t.image, t.box, _object_name(a_text, t.start, "") or _object_name(q_text, None, generic)
-                )  # type: ignore[arg-type]
-                for t in found.targets
-            )
+        objects = tuple(
+            GroundedObject(
+                t.image, t.box, _object_name(a_text, t.start, "") or _object_name(q_text, None, generic)
+            )  # type: ignore[arg-type]
+            for t in found.targets
+        )
+
+        if multi_target and objects:  # one item holding every answer box of the turn
+            specs = [(objects[0], False, objects)]
+        else:  # one item per box, narrowed to its image when the answer has several
+            specs = [(obj, len(objects) > 1, ()) for obj in objects]
+        for target, narrowed, targets in specs:
+            where = f" Locate it in {image_phrase(target.image)}." if narrowed else ""
             items.append(
                 Item(
                     sample_id=f"{rid}#{len(items) + 1}",
@@ -379,30 +385,12 @@ def record_items(record: Any, dataset: str, multi_target: bool = False) -> list[
                     dataset=dataset,
                     type=clean["type"],
                     images=images,
-                    prompt=prompt,
-                    question=bare,
-                    target=objects[0],
-                    context=context,
-                    narrowed=False,
-                    targets=objects,
-                )
-            )
-            continue
-        for t in found.targets:
-            name = _object_name(a_text, t.start, "") or _object_name(q_text, None, generic)
-            narrowed = len(found.targets) > 1
-            items.append(
-                Item(
-                    sample_id=f"{rid}#{len(items) + 1}",
-                    source_id=rid,
-                    dataset=dataset,
-                    type=clean["type"],
-                    images=images,
-                    prompt=prompt + (f" Locate it in {image_phrase(t.image)}." if narrowed else ""),
-                    question=bare + (f" Locate it in {image_phrase(t.image)}." if narrowed else ""),
-                    target=GroundedObject(t.image, t.box, name),  # type: ignore[arg-type]
+                    prompt=prompt + where,
+                    question=bare + where,
+                    target=target,
                     context=context,
                     narrowed=narrowed,
+                    targets=targets,
                 )
             )
     if not items:
