@@ -139,8 +139,8 @@ class TaskVectorKernel(Kernel):
                 out += delta
             # The elected sign as +1 / -1 (sum >= 0 counts as +): delta agrees where delta * sign > 0, the
             # same as where(sum >= 0, delta > 0, delta < 0) in fewer passes (times +-1 is exact; NaN agrees
-            # with neither). Masks are float 0/1, not bool: float x float runs several times faster than a
-            # mixed float x bool ufunc, and ufuncs with where= are slower still.
+            # with neither). Masks are float 0/1, not bool: float x float runs about twice as fast as a
+            # mixed float x bool ufunc here, and ufuncs with where= some thirty times slower.
             sign = tmp
             np.greater_equal(out, 0, out=sign)
             sign *= kind(2)
