@@ -364,7 +364,7 @@ class Demo:
         summary = {"overrides": dict(extra or {}), **seed_summary(metrics, names)}
         atomic_write_text(self.outputs / f"rl_seeds{setting}.json", json.dumps(summary, indent=2) + "\n")
         log(
-            f"GRPO{setting or ''} over {len(seeds)} seeds: {summary['mean']:.2f} (spread {summary['spread']:.2f}) "
+            f"GRPO{setting} over {len(seeds)} seeds: {summary['mean']:.2f} (spread {summary['spread']:.2f}) "
             f"vs trajectory SFT {summary['traj_sft']:.2f}: gain {summary['gain']:+.2f}, holds: {summary['holds']}"
         )
         return summary
@@ -404,6 +404,10 @@ def setting_tag(extra: dict[str, str]) -> str:
     return "_" + re.sub(r"[^A-Za-z0-9._-]+", "-", tag) if tag else ""
 
 
+# What each calibration run is (its model, data, folder and seed) stays the demo's to set.
+RUN_KEYS = ("model_name_or_path", "dataset", "dataset_dir", "output_dir", "seed")
+
+
 def parse_rl_set(items: list[str]) -> dict[str, str]:
     """`--rl-set KEY=VALUE` (repeatable) -> recipe overrides; ValueError naming a malformed one."""
     extra = {}
@@ -411,16 +415,17 @@ def parse_rl_set(items: list[str]) -> dict[str, str]:
         key, sep, value = item.partition("=")
         if not sep or not re.fullmatch(r"[a-z_][a-z0-9_]*", key):
             raise ValueError(f"--rl-set {item!r} is not KEY=VALUE (a recipe key, e.g. loss_type=dapo)")
+        if key in RUN_KEYS:
+            raise ValueError(f"--rl-set {item!r}: the demo sets {key} for each run (seeds: --rl-seeds)")
         extra[key] = value
     return extra
 
 
-def seed_summary(metrics: dict[str, dict], seeds: list[int] | dict[int, str]) -> dict:
+def seed_summary(metrics: dict[str, dict], names: dict[int, str]) -> dict:
     """Per-seed Acc@0.5, mean, spread (max - min), the gain of the mean over trajectory SFT, whether it
     holds (gain >= 2 points and > twice the spread, no task's well-formed rate below trajectory SFT's).
-    `seeds`: the seeds (runs named grpo_seed<k>) or seed -> run name."""
+    `names`: GRPO seed -> its run's name in `metrics`."""
     base = metrics["traj_sft"]
-    names = seeds if isinstance(seeds, dict) else {s: f"grpo_seed{s}" for s in seeds}
     acc = {s: metrics[name]["average"]["acc@0.5"] for s, name in names.items()}
     mean = sum(acc.values()) / len(acc)
     spread = max(acc.values()) - min(acc.values())

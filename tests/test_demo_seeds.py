@@ -21,7 +21,7 @@ def test_a_gain_beyond_the_spread_holds():
         "grpo_seed0": _metrics(83.0, 100.0),
         "grpo_seed1": _metrics(82.5, 100.0),
     }
-    got = seed_summary(m, [0, 1])
+    got = seed_summary(m, {0: "grpo_seed0", 1: "grpo_seed1"})
     assert got["seeds"] == {"0": 83.0, "1": 82.5} and got["mean"] == 82.75 and got["spread"] == 0.5
     assert abs(got["gain"] - 2.75) < 1e-9 and got["holds"]
 
@@ -32,13 +32,13 @@ def test_noise_or_a_broken_format_does_not_hold():
         "grpo_seed0": _metrics(84.0, 100.0),
         "grpo_seed1": _metrics(81.0, 100.0),
     }
-    assert not seed_summary(noisy, [0, 1])["holds"]  # gain 2.5, spread 3
+    assert not seed_summary(noisy, {0: "grpo_seed0", 1: "grpo_seed1"})["holds"]  # gain 2.5, spread 3
     broken = {
         "traj_sft": _metrics(80.0, 100.0),
         "grpo_seed0": _metrics(83.0, 90.0),
         "grpo_seed1": _metrics(83.0, 100.0),
     }
-    got = seed_summary(broken, [0, 1])
+    got = seed_summary(broken, {0: "grpo_seed0", 1: "grpo_seed1"})
     assert got["well_formed"]["gg"] == {"traj_sft": 100.0, "grpo_min": 90.0} and not got["holds"]
 
 
@@ -53,7 +53,7 @@ def test_a_setting_has_its_own_runs_and_summary():
     assert got["seeds"] == {"3": 81.0} and got["spread"] == 0.0 and not got["holds"]
 
 
-@pytest.mark.parametrize("bad", ["loss_type", "=dapo", "Loss-Type=x"])
+@pytest.mark.parametrize("bad", ["loss_type", "=dapo", "Loss-Type=x", "output_dir=/tmp/x", "seed=3"])
 def test_a_malformed_rl_set_is_refused_in_one_line(bad, capsys):
     assert main(["--rl-seeds", "0", "--rl-set", bad, "--workdir", "/nonexistent/never-made"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
