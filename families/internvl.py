@@ -66,6 +66,10 @@ class InternVL(Family):
     thinking_answer_format = "official"
     image_placeholder = "<IMG_CONTEXT>"
     tiny_builder = "demo.tiny_internvl:build"
+    # The CPU demo's tiny InternVL sees 56-pixel tiles (4 tokens each, a pre-shrunk demo image 10 tiles):
+    # with the released 448 (256 tokens a tile) a three-image record is thousands of tokens, past the
+    # demo's 1,024-token cutoff. Tiling, answers and every stage's code path are the released ones.
+    demo_tiny_options = {"tile": 56}
 
     @property
     def default_suffix(self) -> str:  # type: ignore[override]

@@ -18,7 +18,7 @@ import pytest
 from PIL import Image
 
 import families
-from demo.run import MODELS, PROFILES
+from demo.run import MODELS, PROFILES, RL_MODELS
 from tests.conftest import REPO, run_in
 
 
@@ -126,6 +126,48 @@ def test_reduced_demo_on_qwen25vl_writes_and_scores_pixel_json_answers(tmp_path,
         assert "Qwen2.5-VL" in (outputs / name / "results.md").read_text(), name
     assert json.loads((outputs / "merged/run.json").read_text())["protocol"]["answer_format"] == "json"
     assert json.loads((outputs / "grpo/run.json").read_text())["protocol"]["answer_format"] == "think-json"
+    summary = json.loads((outputs / "summary.json").read_text())
+    assert set(MODELS) <= set(summary) and summary["grpo_rewards"]
+
+
+@pytest.mark.slow
+@pytest.mark.vllm
+@pytest.mark.parametrize("family", ["qwen3.5", "internvl"])
+def test_reduced_demo_on_a_new_family_runs_its_chain_in_its_answer_form(family, tmp_path, eval_python):
+    """`make demo FAMILY=qwen3.5|internvl` (smoke profile): the family's answers reach the training data, the
+    whole chain runs on its tiny model (InternVL's at the demo's 56-pixel tiles, Family.demo_tiny_options),
+    and every eval reads the family's answers: InternVL through vLLM, Qwen3.5 through transformers on a CPU
+    without AMX (Family.vllm_cpu_limit), each at the demo's named generation budget."""
+    fam = families.get_family(family)
+    args = ["-m", "demo.run", "--workdir", str(tmp_path), "--profile", "smoke", "--family", family]
+    first = run_in(sys.executable, [*args, "--eval-python", eval_python], timeout=3000)
+    tree = f"demo-{family}"
+    data, outputs, saves = tmp_path / "data" / tree, tmp_path / "outputs" / tree, tmp_path / "saves" / tree
+    base = json.loads((saves / "base/config.json").read_text())
+    assert base["model_type"] in fam.model_types
+    # every stage trains with the template `make stage1` picks for the checkpoint (the tiny Qwen3.5's chat
+    # template thinks, as released: qwen3_5, whose prompt eval's Thinking parse then matches)
+    template, _ = fam.training_template(saves / "base")
+    trainings = [line for line in first.stdout.splitlines() if "llamafactory-cli train" in line]
+    assert len(trainings) == 3 and all(f" template={template} " in line for line in trainings), trainings
+    if family == "internvl":
+        assert base["vision_config"]["image_size"] == [56, 56] and base["image_seq_length"] == 4
+
+    mixture = json.loads((data / "mixtures/demo_stage1.json").read_text())
+    answers = [t["value"] for rec in mixture for t in rec["conversations"] if t["from"] == "gpt"]
+    boxed = [a for a in answers if fam.parse_answer(a) is not None]
+    assert len(boxed) >= 10
+    assert all("<|box_start|>" not in a for a in answers)  # never Qwen2-VL's tokens
+    marker = "<box>[[" if family == "internvl" else '"bbox_2d"'
+    assert all(marker in a for a in boxed), boxed[:3]
+
+    bench = json.loads((data / "raw/MIG-Bench/MIG_data.json").read_text())
+    for name in MODELS:
+        run_json = json.loads((outputs / name / "run.json").read_text())
+        assert run_json["protocol"]["family"] == family, name
+        assert run_json["protocol"]["backend"] == ("vllm" if fam.vllm_cpu_limit is None else "hf"), name
+        assert run_json["protocol"]["max_new_tokens"] == (160 if name in RL_MODELS else 128), name
+        assert len((outputs / name / "predictions.jsonl").read_text().splitlines()) == len(bench), name
     summary = json.loads((outputs / "summary.json").read_text())
     assert set(MODELS) <= set(summary) and summary["grpo_rewards"]
 

