@@ -39,9 +39,9 @@ GRPO_GLOBAL_BATCH ?= 128
 # Extra `key=value` overrides for `python -m rl train` (TRL GRPOConfig fields or the pack's keys), e.g.
 #   RL_ARGS="use_vllm=true reward_profile=univg"
 RL_ARGS ?=
-# The base model's family (families.py) sets the template, the pixel budget and the data's box format:
-# read from the model's config.json (model_type), FAMILY=qwen2-vl|qwen2.5-vl|qwen3-vl forces it. The
-# default BASE_MODEL is a Qwen2-VL (its family is known without a download).
+# The base model's family (families/) sets the template, the pixel budget and the data's box format: read
+# from the model's config.json (model_type); FAMILY=qwen2-vl|qwen2.5-vl|qwen3-vl|qwen3.5|internvl forces it.
+# The default BASE_MODEL is a Qwen2-VL (its family is known without a download).
 FAMILY ?=
 family_flags = $(if $(FAMILY),--family $(FAMILY)) $(if $(filter file,$(origin BASE_MODEL)),--default-family qwen2-vl)
 # Extra `key=value` overrides passed to llamafactory-cli, e.g.
@@ -201,7 +201,7 @@ datagen-trajectories: | $(TRAIN_STAMP) ## MIRG-RL trajectories from TRAJ_INPUT= 
 		--reassembly-model $(or $(REASSEMBLY_MODEL),$(TEACHER)) --output $(DATAGEN_OUT)/trajectories $(if $(FORCE),--force) $(DATAGEN_ARGS)
 
 # ---- the CPU demo ----------------------------------------------------------------------
-demo: setup ## the whole pipeline on this machine with a tiny model (reuses what is built; FAMILY=qwen2.5-vl|qwen3-vl: that family's, in data/demo-FAMILY ...)
+demo: setup ## the whole pipeline on this machine with a tiny model (reuses what is built; FAMILY=qwen2.5-vl|qwen3-vl|qwen3.5|internvl: that family's, in data/demo-FAMILY ...)
 	$(TRAIN_PY) -m demo.run --eval-python $(EVAL_PY) $(if $(FAMILY),--family $(FAMILY))
 
 clean: ## remove the demo's data, checkpoints and reports (every family's)
