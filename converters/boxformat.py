@@ -1,4 +1,4 @@
-"""`--box-format`: rewrite checked Qwen2-VL-form records into Qwen2.5-VL's or Qwen3-VL's own form.
+"""`--box-format`: rewrite checked Qwen2-VL-form records into another family's own form.
 
 Why: every source is converted to Qwen2-VL's form first (MGrounding's own: box tokens on the 0-1000
 grid) and checked there; a base model of another family must then see its own conventions, or it
@@ -6,9 +6,10 @@ learns boxes it will never be asked for (families/: Qwen2.5-VL boxes are pixels 
 LLaMA-Factory 0.9.5 feeds it*, Qwen3-VL boxes stay on the grid; both answer in JSON `bbox_2d`).
 One rewrite after the checks keeps every converter's contract unchanged:
 
-- a turn that is only boxes (with their `<|object_ref_start|>` names) becomes the family's fenced
-  JSON list (families.format_answers); a box inside prose becomes one inline JSON object
-  `{"bbox_2d": [...], "label": ...}` in place, so "Image-2: <box>" keeps saying which image;
+- a turn that is only boxes (with their `<|object_ref_start|>` names) becomes the family's answer
+  (families.format_answers: the JSON families' fenced list); a box inside prose becomes the family's
+  inline box in place (Family.inline_box: one `{"bbox_2d": [...], "label": ...}` object, InternVL's
+  `<ref>label</ref><box>[[...]]</box>`), so "Image-2: <box>" keeps saying which image;
 - MIG-Bench's format instruction ("Format:<|box_start|>(x1,y1),(x2,y2)<|box_end|>. ...") becomes the
   family's native one (families.Family.grounding_suffix); object-ref tokens around names are dropped;
 - Qwen2.5-VL pixels need the box's image: when the record's images resize to different sizes, the
@@ -18,7 +19,6 @@ One rewrite after the checks keeps every converter's contract unchanged:
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re
@@ -164,13 +164,6 @@ def image_size(path: str) -> tuple[int, int]:
         raise Rejected("undecodable_image", f"{path}: {type(err).__name__}: {err}") from None
 
 
-def _json_object(label: str | None, box: Sequence[int]) -> str:
-    obj: dict = {"bbox_2d": list(box)}
-    if label:
-        obj["label"] = label
-    return json.dumps(obj, ensure_ascii=False)
-
-
 def _family_box(fmt: BoxFormat, grid_box, size: tuple[int, int] | None, where: str):
     try:
         return families.box_to_family(grid_box, fmt.family, size)
@@ -197,7 +190,7 @@ def rewrite_text(
     pieces, pos = [], 0
     for m, (label, box) in zip(matches, objects, strict=True):
         pieces.append(text[pos : m.start()])
-        pieces.append(_json_object(label, box))
+        pieces.append(fmt.family.inline_box(label, box))  # the family's inline form
         pos = m.end()
     pieces.append(text[pos:])
     return _REF_TOKEN_RE.sub("", "".join(pieces)), True

@@ -271,6 +271,11 @@ class Family:
     def format_answer(self, label: str | None, box) -> str:
         return self.format_answers([(label, box)])
 
+    def inline_box(self, label: str | None, box) -> str:
+        """One box inside prose (a reasoning trace, a grounded caption) in the family's form: its answer form
+        for one object (box tokens; InternVL's `<ref>label</ref><box>[[...]]</box>`)."""
+        return self.format_answers([(label, box)])
+
     def parse_answer(self, text, *, opened_think: bool = False) -> ParsedAnswer | None:
         """The first box of a model answer in the family's form, or None; never raises on model text.
 
@@ -319,6 +324,13 @@ class JsonFamily(Family):
             # A backtick in a label would end the fence early: \u0060 is the same JSON string.
             lines.append("\t" + json.dumps(obj, ensure_ascii=False).replace("`", "\\u0060"))
         return "```json\n[\n" + ",\n".join(lines) + "\n]\n```"
+
+    def inline_box(self, label: str | None, box) -> str:
+        """One `{"bbox_2d": [...], "label": ...}` object, unfenced, as the cookbooks' grounded text writes it."""
+        obj: dict = {"bbox_2d": list(box)}
+        if label:
+            obj["label"] = label
+        return json.dumps(obj, ensure_ascii=False)
 
     def answer_boxes(self, text: str) -> list[tuple[int, int, tuple]]:
         """Each `{... "bbox_2d": [...] ...}` object of the text that parses, with its span."""

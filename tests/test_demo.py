@@ -160,6 +160,11 @@ def test_reduced_demo_on_a_new_family_runs_its_chain_in_its_answer_form(family, 
     assert all("<|box_start|>" not in a for a in answers)  # never Qwen2-VL's tokens
     marker = "<box>[[" if family == "internvl" else '"bbox_2d"'
     assert all(marker in a for a in boxed), boxed[:3]
+    traces = json.loads((data / "sharegpt/mg_traj_sft.json").read_text())  # boxes inside the reasoning too
+    answers = [rec["conversations"][-1]["value"] for rec in traces]
+    assert answers and all(marker in a and "<|box_start|>" not in a for a in answers), answers[:2]
+    if family == "internvl":
+        assert not any('"bbox_2d"' in a for a in answers), answers[:2]
 
     bench = json.loads((data / "raw/MIG-Bench/MIG_data.json").read_text())
     for name in MODELS:

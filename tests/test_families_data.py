@@ -264,3 +264,26 @@ def test_json_answers_are_read_after_the_think_block(text, box):
 def test_box_token_answers_keep_the_official_first_pair_rule():
     text = "<think>(1,2),(3,4)</think><|box_start|>(10,20),(30,40)<|box_end|>"
     assert families.parse_answer(text, "qwen2-vl").box == (1, 2, 3, 4)
+
+
+@pytest.mark.parametrize(
+    ("family", "inline"),
+    [
+        ("internvl", "<ref>the cat</ref><box>[[0, 333, 333, 667]]</box>"),
+        ("qwen3-vl", '{"bbox_2d": [0, 333, 333, 667], "label": "the cat"}'),
+    ],
+)
+def test_a_box_inside_a_reasoning_trace_is_written_in_the_familys_inline_form(family, inline):
+    """A trajectory's box in prose becomes the family's inline box (InternVL's <ref>/<box>, not JSON: the
+    demo's InternVL trained on JSON boxes inside its traces before this), the image id kept before it."""
+    from converters.boxformat import make_box_format, rewrite_trajectory_turn
+
+    turn = (
+        "<think>Looking at the second image, the target is <bbox_id>[2-1]</bbox_id>"
+        "<|object_ref_start|>the cat<|object_ref_end|><|box_start|>(0,333),(333,667)<|box_end|>.</think>"
+    )
+    out = rewrite_trajectory_turn(turn, make_box_format(family), ["a.png", "b.png"])
+    assert (
+        out == f"<think>Looking at the second image, the target is <bbox_id>[2-1]</bbox_id>{inline}.</think>"
+    )
+    assert families.get_family(family).parse_answer(inline).box == (0, 333, 333, 667)
