@@ -274,7 +274,7 @@ class Family:
     def inline_box(self, label: str | None, box) -> str:
         """One box inside prose (a reasoning trace, a grounded caption) in the family's form: its answer form
         for one object (box tokens; InternVL's `<ref>label</ref><box>[[...]]</box>`)."""
-        return self.format_answers([(label, box)])
+        return self.format_answer(label, box)
 
     def parse_answer(self, text, *, opened_think: bool = False) -> ParsedAnswer | None:
         """The first box of a model answer in the family's form, or None; never raises on model text.
@@ -301,6 +301,11 @@ class Family:
         return text
 
 
+def _bbox_object(label: str | None, box) -> dict:
+    """The JSON families' object of one box: `{"bbox_2d": [...]}`, with its `label` when it has one."""
+    return {"bbox_2d": list(box), **({"label": label} if label else {})}
+
+
 class JsonFamily(Family):
     """Families answering in JSON `bbox_2d` (Qwen2.5-VL, Qwen3-VL and their successors)."""
 
@@ -318,19 +323,14 @@ class JsonFamily(Family):
         `{"bbox_2d": [...], "label": ...}` per line, tab-indented."""
         lines = []
         for label, values in self._answer_items(objects):
-            obj = {"bbox_2d": list(values)}
-            if label:
-                obj["label"] = label
+            obj = _bbox_object(label, values)
             # A backtick in a label would end the fence early: \u0060 is the same JSON string.
             lines.append("\t" + json.dumps(obj, ensure_ascii=False).replace("`", "\\u0060"))
         return "```json\n[\n" + ",\n".join(lines) + "\n]\n```"
 
     def inline_box(self, label: str | None, box) -> str:
         """One `{"bbox_2d": [...], "label": ...}` object, unfenced, as the cookbooks' grounded text writes it."""
-        obj: dict = {"bbox_2d": list(box)}
-        if label:
-            obj["label"] = label
-        return json.dumps(obj, ensure_ascii=False)
+        return json.dumps(_bbox_object(label, box), ensure_ascii=False)
 
     def answer_boxes(self, text: str) -> list[tuple[int, int, tuple]]:
         """Each `{... "bbox_2d": [...] ...}` object of the text that parses, with its span."""
