@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import shutil
 import signal
-import tempfile
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import IO
@@ -107,58 +107,42 @@ def atomic_file(path: str | os.PathLike, mode: str = "w", encoding: str | None =
     path.parent.mkdir(parents=True, exist_ok=True)
     if "b" in mode:
         encoding = None
-    # SIGTERM/SIGHUP/SIGINT wait while the temporary file is made and the cleanup below takes charge of
-    # it; one that came meanwhile is raised at the unblock, inside the `try`, so the file goes with it.
-    held = _hold_signals()
+    made: list[str] = []
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    except BaseException:
-        _release_signals(held)
-        raise
-    try:
-        _release_signals(held)
+        fd = _new_sibling(path, lambda name: os.open(name, _NEW_FILE, 0o666), made)  # the umask applies
         with open(fd, mode, encoding=encoding) as handle:
-            os.fchmod(fd, 0o666 & ~_current_umask())  # mkstemp makes it 0600; this is an ordinary file
             yield handle
             handle.flush()
             os.fsync(handle.fileno())
-        os.replace(tmp, path)
+        os.replace(made[0], path)
     except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
+        with contextlib.suppress(FileNotFoundError, IndexError):
+            os.unlink(made[0])
         raise
 
 
-_HELD = {signal.SIGTERM, signal.SIGHUP, signal.SIGINT}
+_NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
 
 
-def _hold_signals():
-    """Block the stopping signals in this thread (None where signal masks do not exist)."""
-    try:
-        return signal.pthread_sigmask(signal.SIG_BLOCK, _HELD)
-    except (AttributeError, OSError, ValueError):
-        return None
+def _new_sibling(path: Path, create, made: list[str]):
+    """create(name) for a new hidden `.NAME.<random>.tmp` beside `path`; the name is put in `made` first.
 
-
-def _release_signals(held) -> None:
-    if held is not None:
-        signal.pthread_sigmask(signal.SIG_SETMASK, held)
+    Why the name goes first: a stopping signal can be handled in any thread (a multiprocessing pool's), so
+    no signal mask keeps KeyboardInterrupt out of the moment between a file's creation and its name reaching
+    the caller (tempfile.mkstemp has one: an interrupted conversion left its temporary file). With the name
+    known before the file exists, the caller's cleanup removes whatever may have been made.
+    """
+    while True:
+        made[:] = [os.path.join(path.parent, f".{path.name}.{secrets.token_hex(8)}.tmp")]
+        try:
+            return create(made[0])
+        except FileExistsError:
+            continue
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     with atomic_file(path) as handle:
         handle.write(text)
-
-
-def _current_umask() -> int:
-    """The process umask, read from /proc where possible (os.umask's set-and-restore races with threads)."""
-    with contextlib.suppress(OSError, ValueError), open("/proc/self/status", encoding="ascii") as status:
-        for line in status:
-            if line.startswith("Umask:"):
-                return int(line.split()[1], 8)
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
 
 
 @contextlib.contextmanager
@@ -170,9 +154,10 @@ def atomic_dir(path: str | os.PathLike, force: bool = False) -> Iterator[Path]:
     path = Path(path)
     refuse_existing(path, force)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
-    tmp.chmod(0o777 & ~_current_umask())  # mkdtemp makes it private; the result is an ordinary folder
+    made: list[str] = []
     try:
+        _new_sibling(path, lambda name: os.mkdir(name, 0o777), made)  # an ordinary folder: the umask applies
+        tmp = Path(made[0])
         yield tmp
         if path.exists():
             old = path.with_name(f".{path.name}.old-{os.getpid()}")
@@ -182,5 +167,6 @@ def atomic_dir(path: str | os.PathLike, force: bool = False) -> Iterator[Path]:
         else:
             os.replace(tmp, path)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if made:
+            shutil.rmtree(made[0], ignore_errors=True)
         raise

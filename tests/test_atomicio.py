@@ -17,7 +17,14 @@ from pathlib import Path
 
 import pytest
 
-from core.atomicio import Interrupted, SamePathError, atomic_file, atomic_write_text, ensure_distinct_paths
+from core.atomicio import (
+    Interrupted,
+    SamePathError,
+    atomic_dir,
+    atomic_file,
+    atomic_write_text,
+    ensure_distinct_paths,
+)
 from tests.conftest import default_signals
 
 REPO = Path(__file__).resolve().parents[1]
@@ -126,6 +133,27 @@ def test_a_signal_during_a_conversion_leaves_no_temporary_file(tmp_path, signum,
     if signum != signal.SIGINT:
         assert proc.returncode == 128 + signum, stderr
     assert sorted(p.name for p in out_dir.iterdir()) == [], stderr  # nothing half-written, nothing left
+
+
+@pytest.mark.parametrize("kind", ["file", "folder"])
+def test_an_interrupt_the_moment_the_temporary_sibling_exists_leaves_nothing(tmp_path, monkeypatch, kind):
+    """The window a SIGINT handled in a pool's thread hit (a CI run left `.o.json.*.tmp`): KeyboardInterrupt
+    right after the OS made the temporary file or folder, before its name reached the cleanup."""
+    call = "open" if kind == "file" else "mkdir"
+    real = getattr(os, call)
+
+    def made_then_interrupted(name, *args, **kwargs):
+        out = real(name, *args, **kwargs)  # an existing parent's FileExistsError passes through
+        if str(name).endswith(".tmp"):
+            raise KeyboardInterrupt
+        return out
+
+    monkeypatch.setattr(os, call, made_then_interrupted)
+    out = tmp_path / "out"
+    with pytest.raises(KeyboardInterrupt), atomic_file(out) if kind == "file" else atomic_dir(out):
+        pass
+    monkeypatch.undo()
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
 
 
 def test_grid_conversion_refuses_overflow_with_value_error():
