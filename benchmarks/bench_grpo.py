@@ -107,7 +107,9 @@ def plain_run(model: str, data: str, out: str, steps: int) -> None:
                 "prompt": [
                     {
                         "role": "user",
-                        "content": [{"type": "image"}] * len(r["images"]) + [{"type": "text", "text": text}],
+                        # the record's layout (`<image>\n` each), as SFT saw it and the pack sends it
+                        "content": [{"type": "image"}, {"type": "text", "text": "\n"}] * len(r["images"])
+                        + [{"type": "text", "text": text}],
                     }
                 ],
                 "images": [Image.open(p).convert("RGB") for p in r["images"]],

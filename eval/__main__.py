@@ -10,6 +10,7 @@ from pathlib import Path
 import families
 from core.atomicio import OutputExistsError
 from core.cli import EXIT_BAD_INPUT, EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, fail, prog_name
+from families.chat import PROMPT_LAYOUTS, TRAINING_LAYOUT
 
 PROG = prog_name("eval", "migician-eval")  # the name the user typed, in every error line
 
@@ -125,6 +126,14 @@ def _add_generation(p) -> None:
         "budget the checkpoint records (image_budget.json), else its family's training default",
     )
     p.add_argument(
+        "--prompt-layout",
+        choices=PROMPT_LAYOUTS,
+        default=TRAINING_LAYOUT,
+        help="how a request is laid out in the chat template: training (default: as LLaMA-Factory rendered "
+        "the training records, with its template's system message and a newline after each image) or paper "
+        "(the paper script's: the images, then the text)",
+    )
+    p.add_argument(
         "--coords",
         choices=sorted(scoring.COORDS),
         help="how to read the model's numbers (default: the family's: resized-pixels for Qwen2.5-VL, "
@@ -227,6 +236,7 @@ def _config(args, **fields):
         answer_format=args.answer_format,
         family=args.family,
         pixel_budget=args.pixel_budget,
+        prompt_layout=args.prompt_layout,
         chunk_size=args.chunk_size,
         data_parallel=args.data_parallel,
         dp_rank=args.dp_rank,

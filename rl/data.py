@@ -68,7 +68,8 @@ def to_example(record: Any, family: str | Family = DEFAULT_FAMILY) -> dict[str, 
         raise ValueError("the first turn is not a human question")
     if question.count(IMAGE) != len(images):
         raise ValueError(f"{question.count(IMAGE)} <image> placeholders for {len(images)} images")
-    # TRL puts the images before the text of the first user turn, as the converters do.
+    # The prompt is the family's chat turn as LLaMA-Factory trained on it (families.chat): its system
+    # message, each image followed by the records' newline, then the question.
     text = question.replace(IMAGE + "\n", "").replace(IMAGE, "").strip()
     index, box, n = record.get("image_index"), record.get("box"), record.get("num_images")
     if not isinstance(n, int) or isinstance(n, bool) or n != len(images):
@@ -116,7 +117,7 @@ def to_example(record: Any, family: str | Family = DEFAULT_FAMILY) -> dict[str, 
     return {
         "id": str(record.get("id", "")),
         "task": str(record.get("task") or record.get("type") or ""),
-        "prompt": [{"role": "user", "content": text}],
+        "prompt": fam.chat_messages(n, text),
         "images": images,
         "image_index": index,
         "box": box,

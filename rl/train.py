@@ -132,6 +132,7 @@ def train(recipe: str | Path, overrides: list[str]) -> dict:
         processing_class=processor,
         iou_reward="iou" if "iou" in profile.names else None,
         difficulty_weighting=difficulty,
+        family=family,
         **gate,
     )
     resume = grpo_args.resume_from_checkpoint or last_checkpoint(grpo_args.output_dir)

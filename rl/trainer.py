@@ -19,12 +19,21 @@ import time
 import torch
 from trl import GRPOTrainer
 
+from families import Family
 from rl.rewards import difficulty_weights
 
 
 class PackGRPOTrainer(GRPOTrainer):
-    def __init__(self, *args, iou_reward: str | None = None, difficulty_weighting: bool = False, **kwargs):
+    def __init__(
+        self,
+        *args,
+        iou_reward: str | None = None,
+        difficulty_weighting: bool = False,
+        family: Family | None = None,
+        **kwargs,
+    ):
         super().__init__(*args, **kwargs)
+        self._family = family
         self._difficulty = difficulty_weighting
         self._iou_index = self.reward_func_names.index(iou_reward) if iou_reward else None
         if self._difficulty and self._iou_index is None:
@@ -42,6 +51,8 @@ class PackGRPOTrainer(GRPOTrainer):
             self._times["generation"] += time.perf_counter() - start
 
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
+        if self._family is not None and self._family.answer_special_tokens:
+            completions = self._answer_texts(completions, completion_ids_list)
         start = time.perf_counter()
         try:
             rewards = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
@@ -49,6 +60,15 @@ class PackGRPOTrainer(GRPOTrainer):
             self._times["rewards"] += time.perf_counter() - start
         self._last_rewards = rewards  # every process's rows, gathered (see TRL's _calculate_rewards)
         return rewards
+
+    def _answer_texts(self, completions, completion_ids_list):
+        """The completions decoded again keeping the family's answer tags (TRL decodes with
+        skip_special_tokens, which strips InternVL's <ref>/<box>); each row's form as TRL made it."""
+        tokenizer = getattr(self.processing_class, "tokenizer", self.processing_class)
+        texts = [self._family.decode(tokenizer, ids) for ids in completion_ids_list]
+        if completions and isinstance(completions[0], list):
+            return [[{"role": "assistant", "content": t}] for t in texts]
+        return texts
 
     def training_step(self, model, inputs, num_items_in_batch):
         start = time.perf_counter()

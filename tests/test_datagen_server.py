@@ -89,7 +89,7 @@ class ScriptedTeacher:
 
     @staticmethod
     def text_of(body: dict) -> str:
-        return "\n".join(p["text"] for p in body["messages"][0]["content"] if p["type"] == "text")
+        return "\n".join(p["text"] for p in body["messages"][-1]["content"] if p["type"] == "text").strip()
 
     @classmethod
     def answer(cls, body: dict) -> str:

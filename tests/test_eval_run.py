@@ -132,7 +132,12 @@ def test_rerun_resumes_without_loading_the_model(hf_run, bench, tiny_model):
 
 
 def test_a_different_protocol_is_refused(hf_run, bench, tiny_model, tmp_path):
-    for extra in (["--format-suffix", "released"], ["--mode", "cot"], ["--max-new-tokens", "16"]):
+    for extra in (
+        ["--format-suffix", "released"],
+        ["--mode", "cot"],
+        ["--max-new-tokens", "16"],
+        ["--prompt-layout", "paper"],
+    ):
         proc = subprocess.run(
             [sys.executable, *eval_cmd(tiny_model, bench, hf_run, "--backend", "hf"), *extra],
             cwd=REPO,
@@ -173,6 +178,23 @@ def test_a_different_protocol_is_refused(hf_run, bench, tiny_model, tmp_path):
     )
     records = lines(copy / "predictions.jsonl")
     assert len(records) == 1 and records[0]["prompt"].endswith("<|box_end|>. Don't generate addtional words.")
+
+
+def test_the_training_prompt_layout_by_default_and_the_papers_on_request(hf_run, bench, tiny_model, tmp_path):
+    """Eval's prompt is the training prompt (families.chat: a newline after each image, as the records
+    have, one token here); `--prompt-layout paper` is the paper script's, recorded as such."""
+    out = tmp_path / "paper"
+    cmd = eval_cmd(tiny_model, bench, out, "--backend", "hf", "--tasks", "diff", "region", "--limit", "1")
+    run_in(sys.executable, [*cmd, "--prompt-layout", "paper"])
+    training = {r["index"]: r for r in lines(hf_run / "predictions.jsonl")}
+    paper = lines(out / "predictions.jsonl")
+    assert len(paper) == 2
+    for r in paper:
+        assert training[r["index"]]["prompt_tokens"] == r["prompt_tokens"] + r["n_images"]
+    assert json.loads((hf_run / "run.json").read_text())["protocol"]["prompt_layout"] == "training"
+    assert "prompt_layout" not in json.loads((out / "run.json").read_text())["protocol"]  # as before it
+    assert "- Prompt layout: `training`" in (hf_run / "results.md").read_text()
+    assert "- Prompt layout: `paper`" in (out / "results.md").read_text()
 
 
 def test_killed_run_resumes_without_losing_or_duplicating(tiny_model, bench, tmp_path):

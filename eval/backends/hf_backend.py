@@ -10,6 +10,8 @@ decode call as MIG_bench_eval.py.
 from __future__ import annotations
 
 from eval.backends import Generation, chat_text
+from families import DEFAULT_FAMILY, get_family
+from families.chat import TRAINING_LAYOUT
 
 
 def _device(device: str) -> str:
@@ -31,6 +33,8 @@ class HFBackend:
         dtype: str = "auto",
         device: str = "auto",
         attn_implementation: str | None = None,
+        family=None,
+        prompt_layout: str = TRAINING_LAYOUT,
         **_ignored,
     ):
         import torch
@@ -44,11 +48,13 @@ class HFBackend:
         self.processor = AutoProcessor.from_pretrained(model)
         self.max_new_tokens = max_new_tokens
         self.repetition_penalty = repetition_penalty
+        self.family = family or get_family(DEFAULT_FAMILY)
+        self.layout = prompt_layout
 
     def _one(self, text: str, imgs) -> Generation:
         import torch
 
-        prompt = chat_text(self.processor, len(imgs), text)
+        prompt = chat_text(self.processor, self.family, self.layout, len(imgs), text)
         inputs = self.processor(text=[prompt], images=list(imgs), padding=True, return_tensors="pt").to(
             self.device
         )
@@ -61,9 +67,7 @@ class HFBackend:
             )
         n_in = inputs["input_ids"].shape[1]
         new = out[0][n_in:]
-        text_out = self.processor.batch_decode(
-            [new], skip_special_tokens=True, clean_up_tokenization_spaces=False
-        )[0]
+        text_out = self.family.decode(self.processor.tokenizer, new.tolist())
         return Generation(text_out, int(n_in), int(new.shape[0]))
 
     def generate(self, prompts, images) -> list[Generation]:

@@ -16,7 +16,9 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 
 from core.chatclient import ChatClient, TeacherError
-from eval.backends import Generation
+from eval.backends import Generation, chat_messages
+from families import DEFAULT_FAMILY, get_family
+from families.chat import TRAINING_LAYOUT
 
 
 def data_url(image) -> str:
@@ -38,9 +40,13 @@ class OpenAIBackend:
         repetition_penalty: float | None = None,
         timeout: float = 600.0,
         retries: int = 3,
+        family=None,
+        prompt_layout: str = TRAINING_LAYOUT,
         **_ignored,
     ):
         self.model = model
+        self.family = family or get_family(DEFAULT_FAMILY)
+        self.layout = prompt_layout
         bases = [b.strip().rstrip("/") for b in api_base.split(",") if b.strip()]
         if not bases:
             raise ValueError("--api-base needs at least one URL")
@@ -57,13 +63,20 @@ class OpenAIBackend:
         )
 
     def _one(self, text: str, imgs) -> Generation:
-        content = [{"type": "image_url", "image_url": {"url": data_url(im)}} for im in imgs]
-        content.append({"type": "text", "text": text})
+        messages = chat_messages(
+            self.family,
+            self.layout,
+            len(imgs),
+            text,
+            lambda i: {"type": "image_url", "image_url": {"url": data_url(imgs[i])}},
+        )
         sampling = {"temperature": 0.0, "max_tokens": self.max_new_tokens}
+        if self.family.answer_special_tokens:  # vLLM's: the server would strip the answer's own tags
+            sampling["skip_special_tokens"] = False
         if self.repetition_penalty is not None:  # a vLLM extension; None leaves the server's default
             sampling["repetition_penalty"] = self.repetition_penalty
         try:
-            reply = self.client.complete(self.model, [{"role": "user", "content": content}], sampling)
+            reply = self.client.complete(self.model, messages, sampling)
         except TeacherError as exc:
             return Generation("", error=str(exc) or type(exc).__name__)
         return Generation(reply.text, reply.usage["prompt_tokens"], reply.usage["completion_tokens"])

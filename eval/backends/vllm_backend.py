@@ -13,6 +13,8 @@ from __future__ import annotations
 import os
 
 from eval.backends import Generation, chat_text
+from families import DEFAULT_FAMILY, get_family
+from families.chat import TRAINING_LAYOUT
 
 GiB = 1 << 30
 
@@ -68,6 +70,8 @@ class VLLMBackend:
         enforce_eager: bool | None = None,
         max_model_len: int | None = None,
         seed: int = 0,
+        family=None,
+        prompt_layout: str = TRAINING_LAYOUT,
         **_ignored,
     ):
         # vLLM first: outside .venv-eval this fails at once, before transformers takes seconds to load.
@@ -110,6 +114,8 @@ class VLLMBackend:
         )
         self.processor = AutoProcessor.from_pretrained(model)
         self.tokenizer = self.processor.tokenizer
+        self.family = family or get_family(DEFAULT_FAMILY)
+        self.layout = prompt_layout
         self.params = SamplingParams(
             temperature=0.0, max_tokens=max_new_tokens, repetition_penalty=repetition_penalty
         )
@@ -117,7 +123,7 @@ class VLLMBackend:
     def generate(self, prompts, images) -> list[Generation]:
         requests = [
             {
-                "prompt": chat_text(self.processor, len(imgs), p.text),
+                "prompt": chat_text(self.processor, self.family, self.layout, len(imgs), p.text),
                 "multi_modal_data": {"image": list(imgs)},
             }
             for p, imgs in zip(prompts, images, strict=True)
@@ -126,7 +132,7 @@ class VLLMBackend:
         gens = []
         for out in outputs:
             ids = list(out.outputs[0].token_ids)
-            text = self.tokenizer.decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=False)
+            text = self.family.decode(self.tokenizer, ids)
             gens.append(Generation(text, len(out.prompt_token_ids or []), len(ids)))
         return gens
 
