@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 import families
-from core.grounding import BOX_TOKENS_RE, FORMAT_TEMPLATE_RE, OBJECT_ID_RE, REF_END, REF_START
+from core.grounding import BOX_TOKENS_RE, FORMAT_INSTRUCTION_RE, OBJECT_ID_RE, REF_END, REF_START
 
 from .locate import locate
 from .records import Rejected
@@ -41,12 +41,6 @@ REASONS = {
     "unresizable_image": "an image LLaMA-Factory cannot resize (aspect ratio too extreme)",
     "box_collapses": "a box that becomes zero-width or zero-height in the family's pixels",
 }
-# MIG-Bench's instruction with and without its "Format:" lead and closing sentence (its released spelling
-# "addtional" and the fixed one).
-INSTRUCTION_RE = re.compile(
-    r"\s*(?:Format:\s*)?" + FORMAT_TEMPLATE_RE.pattern + r"\.?(?:\s*Don't generate add?i?tional words\.?)?",
-    re.IGNORECASE,
-)
 _REF_BOX_RE = re.compile(
     r"(?:" + re.escape(REF_START) + r"(?P<label>[^<]*?)" + re.escape(REF_END) + r"\s*)?"
     r"(?P<box>" + BOX_TOKENS_RE.pattern + r")"
@@ -200,7 +194,7 @@ def native_instruction(question: str, fmt: BoxFormat) -> str:
     """MIG-Bench's box-token instruction replaced by the family's own (only where there is one)."""
     if "(x1" not in question:
         return question
-    return INSTRUCTION_RE.sub(lambda m: fmt.family.grounding_suffix, question, count=1)
+    return FORMAT_INSTRUCTION_RE.sub(lambda m: fmt.family.grounding_suffix, question, count=1)
 
 
 class _Sizes:

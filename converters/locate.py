@@ -26,13 +26,6 @@ HEADER_RE = re.compile(r"\bin\s+(?:the\s+)?" + _MENTION + r"\s*,", re.IGNORECASE
 VERB_RE = re.compile(r"\b(?:locate|find|track|ground|give|where|detect|identify|output|provide|mark)\b", re.I)
 SENTENCE_END_RE = re.compile(r"[.!?\n]")
 REF_SPAN_RE = re.compile(re.escape(REF_START) + r"(.*?)" + re.escape(REF_END), re.DOTALL)
-# MIG-Bench-style answer-format instructions ("Format:(x1,y1),(x2,y2). Don't generate addtional words."),
-# which contradict the think/answer suffix and are taken out of the question.
-FORMAT_INSTRUCTION_RE = re.compile(
-    r"\s*Format:\s*(?:<\|box_start\|>)?\(x1,\s*y1\),\s*\(x2,\s*y2\)(?:<\|box_(?:start|end)\|>)?\.?"
-    r"(?:\s*Don't generate add?i?tional words\.?)?",
-    re.IGNORECASE,
-)
 _SPECIAL = ("<|", "<bbox_id>", "</bbox_id>", "<think>", "</think>", "<answer>", "</answer>")
 
 

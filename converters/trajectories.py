@@ -39,6 +39,7 @@ from core.grounding import (
     BBOX_ID_START,
     BOX_START,
     BOX_TOKENS_RE,
+    FORMAT_INSTRUCTION_RE,
     OBJECT_ID_RE,
     ORDINALS,
     REF_END,
@@ -54,7 +55,6 @@ from families import provenance
 from .boxformat import rewrite_trajectory_turn, target_fields
 from .locate import (  # noqa: F401 - part of this module's API
     _SPECIAL,
-    FORMAT_INSTRUCTION_RE,
     REF_SPAN_RE,
     BoxAt,
     Located,

@@ -32,6 +32,14 @@ BOX_SPAN_RE = re.compile(r"<\|box_start\|>(.*?)<\|box_end\|>", re.DOTALL)
 # The answer-format instruction MIG-Bench appends to questions (the paper script's spelling ends in
 # <|box_start|>, later releases in <|box_end|>): placeholder names, not a box.
 FORMAT_TEMPLATE_RE = re.compile(r"<\|box_start\|>\(x1,\s*y1\),\s*\(x2,\s*y2\)<\|box_(?:start|end)\|>")
+# That instruction as a whole, with or without its "Format:" lead, its box tokens (the tokenless
+# "Format:(x1,y1),(x2,y2)." that the demo's records carry) and its closing sentence (spelled either way):
+# the converters put the family's own instruction in its place, trajectories take it out.
+FORMAT_INSTRUCTION_RE = re.compile(
+    r"\s*(?:Format:\s*)?(?:<\|box_start\|>)?\(x1,\s*y1\),\s*\(x2,\s*y2\)(?:<\|box_(?:start|end)\|>)?\.?"
+    r"(?:\s*Don't generate add?i?tional words\.?)?",
+    re.IGNORECASE,
+)
 # MIRG-RL's object identifier "[N-M]" (image N, object M, 1-based), with or without <bbox_id> tags.
 OBJECT_ID_RE = re.compile(r"\[\s*(\d{1,3})\s*-\s*(\d{1,3})\s*\]")
 # "Image 2", "image-2", "Picture2" (any case).

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+import families
 from converters.__main__ import main
 
 FIXTURE_ROOT = Path(__file__).resolve().parent / "fixtures" / "converters" / "data_root"
@@ -164,6 +165,19 @@ def test_qwen3_writes_json_on_the_grid_and_the_native_instruction(tmp_path):
     assert q == "<image>\nWhere is the cat? Report bbox coordinates in JSON format."
     assert _fenced(a) == [{"bbox_2d": [123, 457, 877, 999], "label": "the cat"}]
     assert _fenced(kept[1]["conversations"][1]["value"]) == [{"bbox_2d": [0, 0, 1000, 1000]}]
+
+
+@pytest.mark.parametrize("family", ["qwen2.5-vl", "qwen3-vl", "internvl"])
+def test_the_tokenless_instruction_becomes_the_familys_too(tmp_path, family):
+    """The demo's records (and any whose instruction has no box tokens) say "Format:(x1,y1),(x2,y2).": left
+    in place, the family was trained on another instruction than eval asks with (its grounding_suffix)."""
+    image = _image(tmp_path, "a.png", (300, 200))
+    question = "Where is the cat? Format:(x1,y1),(x2,y2). Don't generate addtional words."
+    _code, kept, _ = _convert(
+        tmp_path, [_record("x", [image], question, _box((1, 2, 3, 4)))], "--box-format", family
+    )
+    fam = families.get_family(family)
+    assert kept[0]["conversations"][0]["value"] == "<image>\nWhere is the cat?" + fam.grounding_suffix
 
 
 def test_default_format_is_byte_identical_to_no_flag(tmp_path):
