@@ -73,12 +73,19 @@ def parse_answer(response, answer_format: str = DEFAULT_ANSWER_FORMAT, target_im
     return parse_json_box(text) if answer_format in _JSON_FORMATS else parse_box(text)
 
 
+def _scored_box(answer: str):
+    """The box values the think format's score reads from an answer (the paper's parse), or None."""
+    parsed = parse_box(answer)
+    return None if parsed is None else parsed.values
+
+
 def well_formed(response, answer_format: str, n_images: int) -> bool:
-    """official / json: a box parses; think: MIRG-RL's format rule (grounding.mirg_well_formed);
+    """official / json: a box parses; think: MIRG-RL's format rule (grounding.mirg_well_formed) on the box
+    the score reads (box tokens, InternVL's brackets);
     think-json: the same rule with a JSON box (its range is scoring's business: IoU 0 when off the image)."""
     fmt = check_format(answer_format)
     if fmt == "think":
-        return grounding.mirg_well_formed(response, n_images)
+        return grounding.mirg_well_formed(response, n_images, _scored_box)
     if fmt == json_ids.NAME:
         return json_ids.well_formed(response, n_images)
     if fmt == "think-json":

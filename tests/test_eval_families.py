@@ -194,6 +194,25 @@ def test_json_formats_ignore_box_tokens_and_think_json_reads_only_the_answer():
     assert answers.well_formed(right, "json", 2) and not answers.well_formed(tokens, "json", 2)
 
 
+def test_think_well_formed_reads_the_box_the_score_reads_internvls_brackets_too():
+    """InternVL's reasoning answers (`<box>[[...]]</box>`) scored as hits yet counted 0% well formed: the
+    rule read only Qwen2-VL's box-token pair. Now it reads the box the think score reads."""
+    internvl = (
+        "<think>The target is <ref>the red square</ref><box>[[333, 333, 667, 667]]</box>.</think>"
+        "<answer><bbox_id>[2-1]</bbox_id><box>[[333, 333, 667, 667]]</box></answer>"
+    )
+    assert answers.parse_answer(internvl, "think").values == (333.0, 333.0, 667.0, 667.0)
+    assert answers.well_formed(internvl, "think", 2)
+    assert answers.well_formed("<think>a</think><answer>[2-1] (1,2),(30,40)</answer>", "think", 2)
+    for bad in (
+        "<think>a</think><answer>[2-1] <box>[[667, 333, 333, 667]]</box></answer>",  # x1 > x2
+        "<think>a</think><answer>[2-1] <box>[[0, 0, 1001, 9]]</box></answer>",  # off the grid
+        "<think>a</think><answer>[3-1] <box>[[1, 2, 30, 40]]</box></answer>",  # no image 3
+        "<answer>[2-1] <box>[[1, 2, 30, 40]]</box></answer>",  # no think
+    ):
+        assert not answers.well_formed(bad, "think", 2), bad
+
+
 HOSTILE = (
     '{"bbox_2d": [1e999, 0, 10, 10]}',
     '{"bbox_2d": [NaN, 0, 10, 10]}',
