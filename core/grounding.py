@@ -155,19 +155,18 @@ def think_then_answer(text) -> tuple[str, str] | None:
     return think, answer
 
 
-def mirg_well_formed(text, num_images: int, read_box=None) -> bool:
+def mirg_well_formed(text, num_images: int, read_box) -> bool:
     """MIRG-RL's format rule: one non-blank think then one non-blank answer and nothing else, the answer's
     first box on the grid with x1 < x2 and y1 < y2, and an image index in the answer when there are
     several images. eval's `well_formed` (think answers) reads the box with the run's own parse
-    (`read_box(answer) -> values or None`, default the box-token pair), so InternVL's `<box>[[...]]</box>`
-    counts as the score does.
+    (`read_box(answer) -> values or None`), so InternVL's `<box>[[...]]</box>` counts as the score does.
 
     The image index must name an image the sample has (`names_an_image`): `[0-0]` or `[999-1]` with two
     images is not well formed (a decision of this pack: an index to no image is no index)."""
     parts = think_then_answer(text)
     if parts is None or not parts[0].strip() or not parts[1].strip():
         return False
-    box = (read_box or first_pair)(parts[1])
+    box = read_box(parts[1])
     if box is None or not on_grid(box):
         return False
     return names_an_image(parts[1], num_images)

@@ -60,9 +60,7 @@ class RunConfig:
     family: str = "auto"  # families.FAMILY_CHOICES, or auto: the checkpoint's config.json (resolve_family)
     pixel_budget: str | None = None  # "paper", a number, or None: the checkpoint's record (families.budget)
     image_budget: ImageBudget | None = None  # pixel_budget resolved (run() sets it; None: paper protocol)
-    prompt_layout: str = (
-        TRAINING_LAYOUT  # families.chat.PROMPT_LAYOUTS: the training prompt's, or the paper's
-    )
+    prompt_layout: str = TRAINING_LAYOUT  # families.chat.PROMPT_LAYOUTS: training's prompt, or the paper's
     chunk_size: int = 256
     data_parallel: int = 1
     dp_rank: int | None = None  # set in data-parallel worker processes

@@ -74,13 +74,10 @@ def _on_grid(box) -> bool:
 
 
 def _mirg_format(r: Read) -> float:
-    """MIRG-RL's format rule in the family's answer form (grounding.mirg_well_formed for box tokens): one
-    non-blank think then one non-blank answer and nothing else, the answer's box on the grid (a Qwen2.5-VL
-    box off its image fails), an image index in the answer when there are several images."""
-    parts = grounding.think_then_answer(r.text)
-    if parts is None or not parts[0].strip() or not parts[1].strip() or not _on_grid(r.pred):
-        return 0.0
-    return 1.0 if grounding.names_an_image(parts[1], r.num_images) else 0.0
+    """MIRG-RL's format rule (grounding.mirg_well_formed, eval's well_formed too) on the family's parsed box:
+    one non-blank think then one non-blank answer and nothing else, the answer's box on the grid (a
+    Qwen2.5-VL box off its image fails), an image index in the answer when there are several images."""
+    return 1.0 if grounding.mirg_well_formed(r.text, r.num_images, lambda _answer: r.pred) else 0.0
 
 
 def _image(r: Read) -> float:

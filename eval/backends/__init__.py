@@ -10,7 +10,6 @@ import importlib
 from dataclasses import dataclass
 
 from families import Family
-from families.chat import plain_image
 
 # The backend table: name -> "module:class". A backend is one module plus one entry here (and its own
 # flags, if any, in BACKEND_FLAGS); the class takes (model, **engine options) and has generate/close.
@@ -64,18 +63,10 @@ class Generation:
     error: str | None = None  # set when this request failed (the instance is retried on rerun)
 
 
-def chat_messages(
-    family: Family, layout: str, n_images: int, text: str, image_part=plain_image
-) -> list[dict]:
-    """One request as the family's chat turn: the training prompt's layout, or the paper script's
-    (families.chat); image_part(i) is the i-th image's content part."""
-    return family.chat_messages(n_images, text, layout, image_part)
-
-
 def chat_text(processor, family: Family, layout: str, n_images: int, text: str) -> str:
     """The prompt string the model's own chat template makes for that request."""
     return processor.apply_chat_template(
-        chat_messages(family, layout, n_images, text), tokenize=False, add_generation_prompt=True
+        family.chat_messages(n_images, text, layout), tokenize=False, add_generation_prompt=True
     )
 
 

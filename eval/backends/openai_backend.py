@@ -16,7 +16,7 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 
 from core.chatclient import ChatClient, TeacherError
-from eval.backends import Generation, chat_messages
+from eval.backends import Generation
 from families import DEFAULT_FAMILY, get_family
 from families.chat import TRAINING_LAYOUT
 
@@ -63,11 +63,10 @@ class OpenAIBackend:
         )
 
     def _one(self, text: str, imgs) -> Generation:
-        messages = chat_messages(
-            self.family,
-            self.layout,
+        messages = self.family.chat_messages(
             len(imgs),
             text,
+            self.layout,
             lambda i: {"type": "image_url", "image_url": {"url": data_url(imgs[i])}},
         )
         sampling = {"temperature": 0.0, "max_tokens": self.max_new_tokens}
