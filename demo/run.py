@@ -436,7 +436,8 @@ def parse_rl_set(items: list[str]) -> dict[str, str]:
 
 def seed_summary(metrics: dict[str, dict], names: dict[int, str]) -> dict:
     """Per-seed Acc@0.5, mean, spread (max - min), the gain of the mean over trajectory SFT, whether it
-    holds (gain >= 2 points and > twice the spread, no task's well-formed rate below trajectory SFT's).
+    holds (gain >= 2 points and > twice the spread, no task's well-formed rate below trajectory SFT's), and
+    each task's Acc@0.5 for trajectory SFT and every seed.
     `names`: GRPO seed -> its run's name in `metrics`."""
     base = metrics["traj_sft"]
     acc = {s: metrics[name]["average"]["acc@0.5"] for s, name in names.items()}
@@ -449,6 +450,17 @@ def seed_summary(metrics: dict[str, dict], names: dict[int, str]) -> dict:
         if m.get("well_formed") is not None and all(r is not None for r in rates):
             worst_formed[task] = {"traj_sft": m["well_formed"], "grpo_min": min(rates)}
     formed_kept = all(v["grpo_min"] >= v["traj_sft"] - 1e-9 for v in worst_formed.values())
+    # Why per task: a seed can keep every answer well formed and still lose a solved task (a cell of the grid
+    # answered as its neighbour, measured); the average alone hides which task moved.
+    tasks = {
+        task: {
+            "traj_sft": m.get("acc@0.5"),
+            "seeds": {
+                str(s): metrics[name]["tasks"].get(task, {}).get("acc@0.5") for s, name in names.items()
+            },
+        }
+        for task, m in base["tasks"].items()
+    }
     return {
         "seeds": {str(s): a for s, a in acc.items()},
         "traj_sft": base["average"]["acc@0.5"],
@@ -456,6 +468,7 @@ def seed_summary(metrics: dict[str, dict], names: dict[int, str]) -> dict:
         "spread": spread,
         "gain": gain,
         "well_formed": worst_formed,
+        "tasks": tasks,
         "holds": gain >= 2.0 and gain > 2 * spread and formed_kept,
     }
 

@@ -8,10 +8,13 @@ import pytest
 from demo.run import main, parse_rl_set, seed_summary, setting_tag
 
 
-def _metrics(ave, formed):
+def _metrics(ave, formed, gg_acc=100.0):
     return {
         "average": {"acc@0.5": ave},
-        "tasks": {"gg": {"well_formed": formed}, "ot": {"well_formed": 100.0}},
+        "tasks": {
+            "gg": {"well_formed": formed, "acc@0.5": gg_acc},
+            "ot": {"well_formed": 100.0, "acc@0.5": 30.0},
+        },
     }
 
 
@@ -40,6 +43,18 @@ def test_noise_or_a_broken_format_does_not_hold():
     }
     got = seed_summary(broken, {0: "grpo_seed0", 1: "grpo_seed1"})
     assert got["well_formed"]["gg"] == {"traj_sft": 100.0, "grpo_min": 90.0} and not got["holds"]
+
+
+def test_each_tasks_score_per_seed_shows_a_solved_task_lost_with_every_answer_well_formed():
+    m = {
+        "traj_sft": _metrics(80.0, 100.0),
+        "grpo_seed0": _metrics(78.0, 100.0, gg_acc=88.7),
+        "grpo_seed1": _metrics(80.5, 100.0),
+    }
+    got = seed_summary(m, {0: "grpo_seed0", 1: "grpo_seed1"})
+    assert got["tasks"]["gg"] == {"traj_sft": 100.0, "seeds": {"0": 88.7, "1": 100.0}}
+    assert got["tasks"]["ot"]["seeds"] == {"0": 30.0, "1": 30.0}
+    assert got["well_formed"]["gg"]["grpo_min"] == 100.0 and not got["holds"]
 
 
 def test_a_setting_has_its_own_runs_and_summary():
