@@ -444,23 +444,19 @@ def seed_summary(metrics: dict[str, dict], names: dict[int, str]) -> dict:
     mean = sum(acc.values()) / len(acc)
     spread = max(acc.values()) - min(acc.values())
     gain = mean - base["average"]["acc@0.5"]
-    worst_formed = {}
+    # Why per task: a seed can keep every answer well formed and still lose a solved task (a cell of the grid
+    # answered as its neighbour, measured); the average alone hides which task moved.
+    worst_formed, tasks = {}, {}
     for task, m in base["tasks"].items():
-        rates = [metrics[name]["tasks"].get(task, {}).get("well_formed") for name in names.values()]
+        per_seed = {s: metrics[name]["tasks"].get(task, {}) for s, name in names.items()}
+        tasks[task] = {
+            "traj_sft": m.get("acc@0.5"),
+            "seeds": {str(s): t.get("acc@0.5") for s, t in per_seed.items()},
+        }
+        rates = [t.get("well_formed") for t in per_seed.values()]
         if m.get("well_formed") is not None and all(r is not None for r in rates):
             worst_formed[task] = {"traj_sft": m["well_formed"], "grpo_min": min(rates)}
     formed_kept = all(v["grpo_min"] >= v["traj_sft"] - 1e-9 for v in worst_formed.values())
-    # Why per task: a seed can keep every answer well formed and still lose a solved task (a cell of the grid
-    # answered as its neighbour, measured); the average alone hides which task moved.
-    tasks = {
-        task: {
-            "traj_sft": m.get("acc@0.5"),
-            "seeds": {
-                str(s): metrics[name]["tasks"].get(task, {}).get("acc@0.5") for s, name in names.items()
-            },
-        }
-        for task, m in base["tasks"].items()
-    }
     return {
         "seeds": {str(s): a for s, a in acc.items()},
         "traj_sft": base["average"]["acc@0.5"],
