@@ -21,6 +21,7 @@ from typing import Any
 from tqdm import tqdm
 
 from core.atomicio import atomic_write_text, ensure_distinct_paths, refuse_existing
+from core.signals import deferred_signals
 from core.streaming import RecordWriter, SourceReject
 
 from .boxformat import BoxFormat, rewrite_record
@@ -201,6 +202,8 @@ def convert(
                 grid_out = None
                 if grid_output is not None and box_format is not None and not box_format.is_default:
                     grid_out = stack.enter_context(RecordWriter(grid_output, force=True))
+                # With a checker's worker pool alive, signals are taken between records (core.signals).
+                signals = stack.enter_context(deferred_signals())
                 checker = None
                 if check_images:
                     checker = stack.enter_context(
@@ -208,6 +211,7 @@ def convert(
                     )
                 run = _Run(report, out, rej, checker, check_kwargs, box_format, grid_out)
                 for index, raw in enumerate(records):
+                    signals.check()
                     run.add(index, raw)
                 run.drain()
                 report.seconds = time.perf_counter() - start

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from core.atomicio import OutputExistsError, atomic_write_text
+from core.signals import deferred_signals
 
 log = logging.getLogger(__name__)
 
@@ -168,12 +169,17 @@ class Thumbnails:
         jobs = [(key, str(self.dir / name), self.side) for key, name in todo]
         log.info("thumbnails: %d to write (%d reused), %d process(es)", len(jobs), self.reused, workers)
         with contextlib.ExitStack() as stack:
+            signals = stack.enter_context(
+                deferred_signals()
+            )  # taken between results, not in the pool's locks
             if workers > 1 and len(jobs) > 64:
                 pool = stack.enter_context(ProcessPoolExecutor(workers))
                 results = pool.map(make_thumbnail, *zip(*jobs, strict=True), chunksize=32)
+                stack.callback(results.close)  # on a stop, the thumbnails not yet started are dropped
             else:
                 results = map(make_thumbnail, *zip(*jobs, strict=True))
             for k, ((key, name), got) in enumerate(zip(todo, results, strict=True), start=1):
+                signals.check()
                 if isinstance(got, str):
                     self.done[key] = got
                     self.errors += 1

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 
 from tqdm import tqdm
 
+from core.signals import SIGNAL_POLL_SECONDS, deferred_signals
+
 from .cache import RequestCache, request_key
 from .client import ChatClient, TeacherError
 
@@ -110,12 +112,14 @@ class Teacher:
             self.cache.put(entry)  # fsynced before it is counted: a crash after this loses nothing
             return job.id, entry
 
-        with ThreadPoolExecutor(max_workers=self.client.concurrency) as pool:
+        # Signals are taken between waits (core.signals): never inside the pool's locks.
+        with deferred_signals() as signals, ThreadPoolExecutor(max_workers=self.client.concurrency) as pool:
             pending = {pool.submit(one, job, key) for job, key in todo}
             error: BaseException | None = None
             while pending:
                 try:
-                    done, pending = wait(pending, return_when=FIRST_EXCEPTION)
+                    done, pending = wait(pending, timeout=SIGNAL_POLL_SECONDS, return_when=FIRST_EXCEPTION)
+                    signals.check()
                 except BaseException:  # Ctrl-C, SIGTERM: send nothing more; replies in flight still cache
                     for other in pending:
                         other.cancel()

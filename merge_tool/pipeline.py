@@ -24,6 +24,8 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from core.signals import DeferredSignals, deferred_signals
+
 from .dtypes import narrow, widen
 from .methods import Block
 from .plan import MergePlan
@@ -108,9 +110,17 @@ def _blocks(plan: MergePlan, name: str, start: int, views: list[np.ndarray], buf
 class _Pass:
     """One tensor streamed for a whole-tensor method's `prepare` (the `TensorPass` of methods.base)."""
 
-    def __init__(self, plan: MergePlan, target: OutTensor, pool: ThreadPoolExecutor, chunk: int, depth: int):
+    def __init__(
+        self,
+        plan: MergePlan,
+        target: OutTensor,
+        pool: ThreadPoolExecutor,
+        chunk: int,
+        depth: int,
+        signals: DeferredSignals,
+    ):
         self.plan, self.name, self.numel = plan, target.name, target.numel
-        self.pool, self.chunk, self.depth = pool, chunk, depth
+        self.pool, self.chunk, self.depth, self.signals = pool, chunk, depth, signals
 
     def _spans(self, fn, add, spans: list[tuple[int, int]]):
         """fn over the blocks of some element ranges, reduced in order (one worker task)."""
@@ -146,6 +156,7 @@ class _Pass:
             total = value if total is None else add(total, value)
 
         for group in _grouped(spans, self.chunk):
+            self.signals.check()
             if len(pending) >= self.depth:
                 take()
             pending.append(self.pool.submit(self._spans, fn, add, group))
@@ -207,25 +218,29 @@ def stream(
         slots.append(slot)
         bar.update(read)
 
-    pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="merge")
-    state = None
-    try:
-        for shard_index, target, start, stop in _work(shards, chunk):
-            if start == 0:
-                whole = plan.kernel.whole_tensor and target.dtype.is_float
-                state = plan.kernel.prepare(_Pass(plan, target, pool, chunk, depth)) if whole else None
-            if len(pending) >= depth:
+    with deferred_signals() as signals:  # no signal may raise while the pool's locks are in play
+        pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="merge")
+        state = None
+        try:
+            for shard_index, target, start, stop in _work(shards, chunk):
+                signals.check()
+                if start == 0:
+                    whole = plan.kernel.whole_tensor and target.dtype.is_float
+                    tensor_pass = _Pass(plan, target, pool, chunk, depth, signals)
+                    state = plan.kernel.prepare(tensor_pass) if whole else None
+                if len(pending) >= depth:
+                    drain_one()
+                slot = slots.popleft()
+                for ckpt in plan.inputs:  # its turn comes after the chunks ahead of it: read meanwhile
+                    ckpt.prefetch(target.name, start, stop)
+                future = pool.submit(_compute, plan, target, start, stop, slot, state)
+                pending.append((shard_index, target, future, slot))
+            while pending:
+                signals.check()
                 drain_one()
-            slot = slots.popleft()
-            for ckpt in plan.inputs:  # its turn comes after the chunks ahead of it: read meanwhile
-                ckpt.prefetch(target.name, start, stop)
-            future = pool.submit(_compute, plan, target, start, stop, slot, state)
-            pending.append((shard_index, target, future, slot))
-        while pending:
-            drain_one()
-        open_shard(len(shards))
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
-        bar.close()
-        if writer is not None:
-            writer.discard()
+            open_shard(len(shards))
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+            bar.close()
+            if writer is not None:
+                writer.discard()

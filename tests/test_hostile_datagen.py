@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import signal
 import socket
 import threading
 import time
@@ -136,6 +137,30 @@ def test_unfinished_replies_are_retried_never_cached(tmp_path, finish):
         with pytest.raises(RetriesExhausted, match=f"finish_reason {str(finish)!r}"):
             client.chat("m", [{"text": "x"}], {})
         assert len(s.requests) == 3
+
+
+def test_ctrl_c_mid_step_stops_keeps_every_reply_and_the_rerun_asks_only_the_rest(tmp_path):
+    from datagen.cache import RequestCache
+    from datagen.steps import Job, StepStats, Teacher
+
+    jobs = [Job(str(k), [{"text": f"Describe this image {k}"}]) for k in range(24)]
+    main_thread = threading.main_thread().ident
+    with StandIn(delay=0.1) as s, RequestCache(tmp_path / "requests.jsonl") as cache:
+        teacher = Teacher(make_client(s.base, concurrency=2), cache, {})
+        timer = threading.Timer(0.45, signal.pthread_kill, (main_thread, signal.SIGINT))
+        timer.start()
+        with pytest.raises(KeyboardInterrupt):
+            teacher.run(StepStats("caption", "m"), jobs)
+        timer.join()
+        asked = len(s.requests)
+    cached = (tmp_path / "requests.jsonl").read_text().splitlines()[1:]
+    assert 0 < asked < len(jobs) and len(cached) == asked  # nothing more sent; every reply kept
+    with StandIn() as s, RequestCache(tmp_path / "requests.jsonl") as cache:
+        stats = StepStats("caption", "m")
+        replies = Teacher(make_client(s.base, concurrency=2), cache, {}).run(stats, jobs)
+        assert (
+            len(replies) == len(jobs) and stats.cache_hits == asked and len(s.requests) == len(jobs) - asked
+        )
 
 
 def test_an_unfinished_cache_line_from_an_older_run_is_asked_again(tmp_path):

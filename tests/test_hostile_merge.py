@@ -205,3 +205,48 @@ def test_signal_during_a_merge_leaves_no_temporary_folder(tmp_path, signum, big_
     assert "nothing was written" in stderr and "Traceback" not in stderr
     assert not (tmp_path / "out").exists()
     assert sorted({p.name for p in tmp_path.iterdir()} - before) == []
+
+
+# Runs merge_tool's main with a profile hook that raises the signal the instant a lock inside
+# ThreadPoolExecutor.submit is taken: the moment a signal's exception used to leave that lock held.
+_WORST_MOMENT = """
+import signal, sys
+from merge_tool.__main__ import main
+
+signum, seen = int(sys.argv[1]), [0]
+
+def hook(frame, event, arg):
+    if event == "c_return" and getattr(arg, "__name__", "") == "__enter__" and frame.f_code.co_name == "__enter__":
+        caller = frame.f_back
+        if caller is not None and caller.f_code.co_name == "acquire" and caller.f_back.f_code.co_name == "_adjust_thread_count":
+            seen[0] += 1
+            if seen[0] == 3:
+                sys.setprofile(None)
+                signal.raise_signal(signum)
+
+sys.setprofile(hook)
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_the_instant_the_pool_takes_a_lock_still_stops_the_merge(tmp_path, signum, big_pair):
+    a, b = big_pair
+    args = ["--models", str(a), str(b), "--output", str(tmp_path / "out"), "--threads", "1", "--no-progress"]
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _WORST_MOMENT, str(int(signum)), *args],
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=default_signals,
+    )
+    try:
+        _, stderr = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        pytest.fail(f"the merge hung after {signal.Signals(signum).name} (a lock left held by the signal)")
+    assert proc.returncode == 128 + signum, stderr
+    assert "nothing was written" in stderr and "Traceback" not in stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == []

@@ -13,9 +13,10 @@ from __future__ import annotations
 import base64
 import io
 import os
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 
 from core.chatclient import ChatClient, TeacherError
+from core.signals import SIGNAL_POLL_SECONDS, deferred_signals
 from eval.backends import Generation
 from families import DEFAULT_FAMILY, get_family
 from families.chat import TRAINING_LAYOUT
@@ -81,10 +82,18 @@ class OpenAIBackend:
         return Generation(reply.text, reply.usage["prompt_tokens"], reply.usage["completion_tokens"])
 
     def generate(self, prompts, images) -> list[Generation]:
-        with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
-            return list(
-                pool.map(lambda pair: self._one(pair[0].text, pair[1]), zip(prompts, images, strict=True))
-            )
+        # Signals are taken between waits (core.signals): never inside the pool's locks. On a stop the
+        # requests not yet sent are dropped; those in flight end within their deadline.
+        with deferred_signals() as signals, ThreadPoolExecutor(max_workers=self.concurrency) as pool:
+            futures = [pool.submit(self._one, p.text, imgs) for p, imgs in zip(prompts, images, strict=True)]
+            try:
+                while wait(futures, timeout=SIGNAL_POLL_SECONDS).not_done:
+                    signals.check()
+            except BaseException:
+                for future in futures:
+                    future.cancel()
+                raise
+            return [future.result() for future in futures]
 
     def close(self) -> None:
         self.client.close()
