@@ -169,9 +169,8 @@ class Thumbnails:
         jobs = [(key, str(self.dir / name), self.side) for key, name in todo]
         log.info("thumbnails: %d to write (%d reused), %d process(es)", len(jobs), self.reused, workers)
         with contextlib.ExitStack() as stack:
-            signals = stack.enter_context(
-                deferred_signals()
-            )  # taken between results, not in the pool's locks
+            # Signals are taken between results (core.signals): never inside the pool's locks.
+            signals = stack.enter_context(deferred_signals())
             if workers > 1 and len(jobs) > 64:
                 pool = stack.enter_context(ProcessPoolExecutor(workers))
                 results = pool.map(make_thumbnail, *zip(*jobs, strict=True), chunksize=32)
