@@ -77,6 +77,18 @@ def run_in(python: str, args: list[str], timeout: float = 900, env: dict | None 
     return proc
 
 
+@pytest.fixture
+def ctrl_c_raises():
+    """Ctrl-C raises KeyboardInterrupt in this process during the test, as in a shell's foreground.
+
+    Why: a runner started in the background hands pytest SIGINT ignored (see `default_signals`), and the
+    in-process signal tests send SIGINT to the main thread on purpose.
+    """
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, before)
+
+
 def default_signals() -> None:
     """Popen preexec_fn: SIGINT/SIGHUP/SIGTERM at their defaults in the child.
 

@@ -139,7 +139,7 @@ def test_unfinished_replies_are_retried_never_cached(tmp_path, finish):
         assert len(s.requests) == 3
 
 
-def test_ctrl_c_mid_step_stops_keeps_every_reply_and_the_rerun_asks_only_the_rest(tmp_path):
+def test_ctrl_c_mid_step_stops_keeps_every_reply_and_the_rerun_asks_only_the_rest(tmp_path, ctrl_c_raises):
     from datagen.cache import RequestCache
     from datagen.steps import Job, StepStats, Teacher
 

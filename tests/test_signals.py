@@ -15,6 +15,10 @@ import pytest
 from core.signals import deferred_signals
 from tests.conftest import REPO, default_signals
 
+pytestmark = pytest.mark.usefixtures(
+    "ctrl_c_raises"
+)  # SIGINT raises here even when pytest runs in the background
+
 
 def test_a_signal_waits_for_the_check_then_raises_as_before():
     before = signal.getsignal(signal.SIGINT)
