@@ -26,6 +26,12 @@ STOPPING_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 SIGNAL_POLL_SECONDS = 0.25  # how long a main thread waiting on workers goes without looking for a signal
 
 
+def _default_action(signum: int) -> None:
+    """What the signal does with no handler (ends the process, for these three)."""
+    signal.signal(signum, signal.SIG_DFL)
+    signal.raise_signal(signum)
+
+
 class DeferredSignals:
     """The stopping signals noted while active; `check()` hands the first to the handler it displaced."""
 
@@ -46,16 +52,14 @@ class DeferredSignals:
         if callable(handler):
             handler(signum, frame)
             return
-        signal.signal(signum, signal.SIG_DFL)
-        signal.raise_signal(signum)
+        _default_action(signum)
 
     def _note(self, signum, frame) -> None:
         if os.getpid() != self._pid:  # in a worker process forked meanwhile: as if not deferred
             self._deliver(signum, frame)
             return
         if self.signum is not None:  # the second one: at once, the default way
-            signal.signal(signum, signal.SIG_DFL)
-            signal.raise_signal(signum)
+            _default_action(signum)
             return
         self.signum = signum
         log.warning(

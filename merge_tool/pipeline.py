@@ -225,9 +225,9 @@ def stream(
             for shard_index, target, start, stop in _work(shards, chunk):
                 signals.check()
                 if start == 0:
-                    whole = plan.kernel.whole_tensor and target.dtype.is_float
-                    tensor_pass = _Pass(plan, target, pool, chunk, depth, signals)
-                    state = plan.kernel.prepare(tensor_pass) if whole else None
+                    state = None
+                    if plan.kernel.whole_tensor and target.dtype.is_float:
+                        state = plan.kernel.prepare(_Pass(plan, target, pool, chunk, depth, signals))
                 if len(pending) >= depth:
                     drain_one()
                 slot = slots.popleft()
