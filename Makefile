@@ -201,8 +201,8 @@ datagen-trajectories: | $(TRAIN_STAMP) ## MIRG-RL trajectories from TRAJ_INPUT= 
 		--reassembly-model $(or $(REASSEMBLY_MODEL),$(TEACHER)) --output $(DATAGEN_OUT)/trajectories $(if $(FORCE),--force) $(DATAGEN_ARGS)
 
 # ---- the CPU demo ----------------------------------------------------------------------
-demo: setup ## the whole pipeline on this machine with a tiny model (reuses what is built; FAMILY=qwen2.5-vl|qwen3-vl|qwen3.5|internvl: that family's, in data/demo-FAMILY ...)
-	$(TRAIN_PY) -m demo.run --eval-python $(EVAL_PY) $(if $(FAMILY),--family $(FAMILY))
+demo: setup ## the whole pipeline on this machine with a tiny model (reuses what is built; FAMILY=qwen2.5-vl|qwen3-vl|qwen3.5|internvl: that family's, in data/demo-FAMILY ...; RL_SEEDS=0,1,2: the RL step over those GRPO seeds too)
+	$(TRAIN_PY) -m demo.run --eval-python $(EVAL_PY) $(if $(FAMILY),--family $(FAMILY)) $(if $(RL_SEEDS),--rl-seeds $(RL_SEEDS))
 
 clean: ## remove the demo's data, checkpoints and reports (every family's)
 	rm -rf data/demo saves/demo outputs/demo data/demo-* saves/demo-* outputs/demo-*

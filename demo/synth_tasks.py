@@ -44,6 +44,11 @@ def box_text(box: tuple[int, int, int, int], image: Image.Image) -> str:
     return box_tokens(to_grid(box, *image.size))
 
 
+def in_image(image: int) -> str:
+    """The card's lead-in naming the image (0-based index) that holds the answer box."""
+    return f"It's in the {ORDINALS[image]} image. "
+
+
 ref = ref_tokens
 
 
@@ -59,6 +64,9 @@ class Sample:
     question: str | None  # MIG-Bench-style question (answered by the bare box); None: no bench form
     info: str  # MIG-Bench's additional_info
     card: list[tuple[str, str]] = field(default_factory=list)  # dataset-card-style (human, gpt) turns
+    # The bench question leaves open which image holds the target (group grounding): a training answer to
+    # it names the image first, as the card's answers do, so `converters trajectories` can place its box.
+    names_image: bool = False
 
 
 def _sig(scenes: list[list[Obj]], *extra) -> tuple:
@@ -110,7 +118,7 @@ def group_grounding(rng: Random, size: int, cell: int | None = None) -> Sample:
         card.append(
             (
                 f"{lead_ins[k]}{ref('the ' + obj.name)}.",
-                f"It's in the {ORDINALS[img]} image. {box_text(box, images[img])}",
+                f"{in_image(img)}{box_text(box, images[img])}",
             )
         )
     return Sample(
@@ -122,6 +130,7 @@ def group_grounding(rng: Random, size: int, cell: int | None = None) -> Sample:
         question=f"Find the {obj0.name} in these images and locate it. ",
         info=f"the {obj0.name}",
         card=card[:1] if rng.random() < 0.5 else card,
+        names_image=True,
     )
 
 

@@ -484,7 +484,7 @@ def test_the_demos_synthetic_records_give_their_known_targets(tmp_path):
     """demo/synth_tasks.py's dataset-card and bench-style records (the demo's RL branch runs on them)."""
     from demo.synth import FORMAT_SUFFIXES, _conversation
     from demo.synth_draw import png_bytes, to_grid
-    from demo.synth_tasks import BENCH_TASKS, box_text, color_link, only_shape, same_shape
+    from demo.synth_tasks import BENCH_TASKS, box_text, color_link, in_image, only_shape, same_shape
 
     generators = {**BENCH_TASKS, "same_shape": same_shape, "color_link": color_link, "only_shape": only_shape}
     dataset = {
@@ -508,10 +508,11 @@ def test_the_demos_synthetic_records_give_their_known_targets(tmp_path):
                 paths.append(str(path))
             styles = {"card": sample.card}
             if sample.question is not None:
+                lead = in_image(sample.target) if sample.names_image else ""  # as demo/synth.py writes it
                 styles["bench"] = [
                     (
                         sample.question + FORMAT_SUFFIXES["plain"],
-                        box_text(sample.box, sample.images[sample.target]),
+                        lead + box_text(sample.box, sample.images[sample.target]),
                     )
                 ]
             for style, turns in styles.items():
@@ -539,15 +540,13 @@ def test_the_demos_synthetic_records_give_their_known_targets(tmp_path):
         json.loads(x)["id"]: json.loads(x)["reason"]
         for x in (folder / "mg_trajectories.rejects.jsonl").read_text().splitlines()
     }
-    for rid, reason in rejects.items():  # only the two shapes that have no single target are refused
-        if rid.startswith("group_grounding") and rid.endswith("bench"):
-            assert reason == "no_target_image"  # "Find the red circle in these images": no image named
-        else:
-            assert rid.startswith("region") and reason == "several_targets_in_one_image", (
-                rid,
-                reason,
-                truth[rid],
-            )
+    for rid, reason in rejects.items():  # only region's several targets in one image are refused
+        assert rid.startswith("region") and reason == "several_targets_in_one_image", (
+            rid,
+            reason,
+            truth[rid],
+        )
+    assert any(rid.startswith("group_grounding") and rid.endswith("bench") for rid in truth)
     got: dict[str, list] = {}
     for record in read(folder / "mg_traj_sft.json"):
         assert "Format:" not in record["conversations"][0]["value"]  # MIG-Bench's answer-format instruction

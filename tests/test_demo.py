@@ -192,7 +192,7 @@ def test_a_tree_of_another_family_or_unreadable_settings_is_refused_before_any_s
     """The family is a claimed setting: a tree's demo_settings.json without one is Qwen2-VL's (older trees)."""
     from demo.run import Demo
 
-    qwen2 = Demo(tmp_path, PROFILES["smoke"], "unused").settings()
+    qwen2 = Demo(tmp_path, PROFILES["smoke"], "unused", blind_teacher=True).settings()  # main's default
     assert "family" not in qwen2  # the qwen2-vl tree's settings file is what it always was
     tree = tmp_path / "saves/demo-qwen2.5-vl"
     tree.mkdir(parents=True)

@@ -232,13 +232,20 @@ def test_mgrounding_records_follow_the_dataset_card(root):
     assert len(ids) == len(set(ids))
 
 
+NAMED = re.compile(r"It's in the (\w+) image\. " + BOX.pattern)
+
+
 def test_most_bench_analogue_answers_are_the_bare_box(root, suffix):
-    for rel in list(TASK_FILES)[:6]:
+    """...or, where the bench question leaves the image open (group grounding), the box after its image."""
+    for rel, rtype in list(TASK_FILES.items())[:6]:
         records = json.loads((root / "MGrounding-630k" / rel).read_text())
-        bare = [r for r in records if BOX.fullmatch(r["conversations"][1]["value"])]
-        assert len(bare) >= 0.6 * len(records), rel
-        for r in bare:
-            assert r["conversations"][0]["value"].endswith(" " + suffix), r["id"]
+        form = NAMED if rtype == "gg_train" else BOX
+        asked = [r for r in records if r["conversations"][0]["value"].endswith(" " + suffix)]
+        assert len(asked) >= 0.6 * len(records), rel
+        for r in asked:
+            assert form.fullmatch(r["conversations"][1]["value"]), r["id"]
+        for r in records:  # a bare box answers only the bench's question
+            assert not BOX.fullmatch(r["conversations"][1]["value"]) or r in asked, r["id"]
 
 
 def test_training_answers_match_the_pixels(root, suffix):
@@ -266,6 +273,9 @@ def test_training_answers_match_the_pixels(root, suffix):
             else:
                 target, box = _expected_box(task, question, pxs)
                 assert _grid(box, pxs[target]) == answer, f"{rec['id']}: pixels give {box}"
+                if task == "group_grounding":  # the answer names the image the pixels put the target in
+                    named = NAMED.fullmatch(rec["conversations"][1]["value"])
+                    assert named and ORDINALS.index(named[1]) == target, rec["conversations"][1]["value"]
             checked[task] += 1
     assert set(checked) >= {
         "group_grounding",
