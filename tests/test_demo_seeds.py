@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from demo.run import main, parse_rl_set, seed_summary, setting_tag
+from demo.run import PROFILES, Demo, main, parse_rl_set, seed_summary, setting_tag
 
 
 def _metrics(ave, formed, gg_acc=100.0):
@@ -78,3 +78,13 @@ def test_a_malformed_rl_set_is_refused_in_one_line(bad, capsys):
 def test_rl_set_without_seeds_is_refused(capsys):
     assert main(["--rl-set", "beta=0", "--workdir", "/nonexistent/never-made"]) == 2
     assert "--rl-seeds" in capsys.readouterr().err
+
+
+def test_the_demo_s_own_grpo_run_is_its_seed_s_run_of_the_demo_s_setting(tmp_path):
+    """`--rl-seeds 0,1,2` scores the demo's `grpo` as seed 0 instead of training it a second time; another
+    setting (--rl-set) trains its own seed 0."""
+    demo = Demo(tmp_path, PROFILES["smoke"], "python", seed=0)
+    assert demo.seed_runs([0, 1, 2], "") == {0: "grpo", 1: "grpo_seed1", 2: "grpo_seed2"}
+    tag = setting_tag({"learning_rate": "1e-4"})
+    assert demo.seed_runs([0, 1], tag) == {0: f"grpo_seed0{tag}", 1: f"grpo_seed1{tag}"}
+    assert Demo(tmp_path, PROFILES["smoke"], "python", seed=3).seed_runs([0], "") == {0: "grpo_seed0"}
