@@ -33,8 +33,8 @@ Training questions mirror what the evaluator sends: for the bench tasks, 80% of 
 bench's own question followed by a format suffix and answer with the bare box
 (`<|box_start|>(x1,y1),(x2,y2)<|box_end|>`), named after its image where the question leaves the image
 open (group grounding: "It's in the second image. <|box_start|>..."; without it `converters
-trajectories` cannot place the box, and GRPO never saw the bench's group-grounding question); the rest use dataset-card-style questions and answers
-("It's in the third image. <|box_start|>...<|box_end|>"). The suffix is the paper script's
+trajectories` cannot place the box, and GRPO never saw the bench's group-grounding question); the rest
+use dataset-card-style questions and answers ("It's in the third image. <|box_start|>...<|box_end|>"). The suffix is the paper script's
 (`--format-suffix script`) or, by default, the same words without its two box tokens (`plain`), which
 today's converters accept. Same seed -> byte-identical files.
 """
@@ -54,7 +54,7 @@ from core.atomicio import OutputExistsError, atomic_dir
 from core.cli import EXIT_BAD_INPUT, EXIT_OK, fail
 from demo.synth_draw import N_CELLS, png_bytes, to_unit
 from demo.synth_general import write_llava_onevision, write_m4_instruct, write_refcoco
-from demo.synth_tasks import BENCH_TASKS, Sample, box_text, in_image
+from demo.synth_tasks import BENCH_TASKS, Sample
 from demo.synth_tasks import free_form as free_form_sample
 
 # Part of the parameters an existing DATA_ROOT is checked against: bump it whenever the generated
@@ -107,8 +107,7 @@ def _conversation(turns: list[tuple[str, str]], n_images: int) -> list[dict]:
 
 def _training_turns(sample: Sample, rng: Random, suffix: str) -> list[tuple[str, str]]:
     if sample.question is not None and rng.random() < BENCH_STYLE_SHARE:
-        lead = in_image(sample.target) if sample.names_image else ""
-        return [(sample.question + suffix, lead + box_text(sample.box, sample.images[sample.target]))]
+        return [(sample.question + suffix, sample.bench_answer())]
     return sample.card
 
 

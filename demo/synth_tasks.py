@@ -61,12 +61,18 @@ class Sample:
     signature: tuple  # the layout without jitter: train and bench never share one
     target: int  # index of the image the answer box is relative to
     box: tuple[int, int, int, int]  # answer box (the target's grid cell) in pixels of images[target]
-    question: str | None  # MIG-Bench-style question (answered by the bare box); None: no bench form
+    question: str | None  # MIG-Bench-style question (answered by bench_answer()); None: no bench form
     info: str  # MIG-Bench's additional_info
     card: list[tuple[str, str]] = field(default_factory=list)  # dataset-card-style (human, gpt) turns
     # The bench question leaves open which image holds the target (group grounding): a training answer to
     # it names the image first, as the card's answers do, so `converters trajectories` can place its box.
     names_image: bool = False
+
+    def bench_answer(self) -> str:
+        """A training answer to the bench question: the bare box, after its image where the question leaves
+        the image open."""
+        lead = in_image(self.target) if self.names_image else ""
+        return lead + box_text(self.box, self.images[self.target])
 
 
 def _sig(scenes: list[list[Obj]], *extra) -> tuple:

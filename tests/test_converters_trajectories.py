@@ -484,7 +484,7 @@ def test_the_demos_synthetic_records_give_their_known_targets(tmp_path):
     """demo/synth_tasks.py's dataset-card and bench-style records (the demo's RL branch runs on them)."""
     from demo.synth import FORMAT_SUFFIXES, _conversation
     from demo.synth_draw import png_bytes, to_grid
-    from demo.synth_tasks import BENCH_TASKS, box_text, color_link, in_image, only_shape, same_shape
+    from demo.synth_tasks import BENCH_TASKS, color_link, only_shape, same_shape
 
     generators = {**BENCH_TASKS, "same_shape": same_shape, "color_link": color_link, "only_shape": only_shape}
     dataset = {
@@ -508,13 +508,7 @@ def test_the_demos_synthetic_records_give_their_known_targets(tmp_path):
                 paths.append(str(path))
             styles = {"card": sample.card}
             if sample.question is not None:
-                lead = in_image(sample.target) if sample.names_image else ""  # as demo/synth.py writes it
-                styles["bench"] = [
-                    (
-                        sample.question + FORMAT_SUFFIXES["plain"],
-                        lead + box_text(sample.box, sample.images[sample.target]),
-                    )
-                ]
+                styles["bench"] = [(sample.question + FORMAT_SUFFIXES["plain"], sample.bench_answer())]
             for style, turns in styles.items():
                 rid = f"{name}_{i}_{style}"
                 record = {
