@@ -469,6 +469,19 @@ def parse_rl_set(items: list[str]) -> dict[str, str]:
     return extra
 
 
+def parse_rl_seeds(text: str) -> list[int]:
+    """`--rl-seeds 0,1,2` -> [0, 1, 2], before any step runs; ValueError naming a seed that is not one."""
+    seeds = []
+    for item in (part.strip() for part in text.split(",")):
+        if item and not re.fullmatch(r"\d+", item):
+            raise ValueError(
+                f"--rl-seeds {text!r}: {item!r} is not a seed (comma-separated integers, e.g. 0,1,2)"
+            )
+        if item:
+            seeds.append(int(item))
+    return seeds
+
+
 def seed_summary(metrics: dict[str, dict], names: dict[int, str]) -> dict:
     """Per-seed Acc@0.5, mean, spread (max - min), the gain of the mean over trajectory SFT, whether it
     holds (gain >= 2 points and > twice the spread, no task's well-formed rate below trajectory SFT's), and
@@ -575,6 +588,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         rl_set = parse_rl_set(args.rl_set)
+        rl_seeds = parse_rl_seeds(args.rl_seeds or "")
     except ValueError as err:
         return fail(parser.prog, err, EXIT_USAGE)
     if rl_set and not args.rl_seeds:
@@ -613,8 +627,8 @@ def main(argv: list[str] | None = None) -> int:
             demo.evaluate(name)
         demo.report()
         demo.views()
-        if args.rl_seeds:
-            demo.rl_seeds([int(s) for s in args.rl_seeds.split(",") if s.strip()], rl_set)
+        if rl_seeds:
+            demo.rl_seeds(rl_seeds, rl_set)
     except subprocess.CalledProcessError as err:  # the step printed its own error above
         cmd = " ".join(str(c) for c in err.cmd[:4])
         return fail(

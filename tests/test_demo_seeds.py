@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from demo.run import PROFILES, Demo, main, parse_rl_set, seed_summary, setting_tag
+from demo.run import PROFILES, Demo, main, parse_rl_seeds, parse_rl_set, seed_summary, setting_tag
 
 
 def _metrics(ave, formed, gg_acc=100.0):
@@ -88,3 +88,11 @@ def test_the_demo_s_own_grpo_run_is_its_seed_s_run_of_the_demo_s_setting(tmp_pat
     tag = setting_tag({"learning_rate": "1e-4"})
     assert demo.seed_runs([0, 1], tag) == {0: f"grpo_seed0{tag}", 1: f"grpo_seed1{tag}"}
     assert Demo(tmp_path, PROFILES["smoke"], "python", seed=3).seed_runs([0], "") == {0: "grpo_seed0"}
+
+
+def test_rl_seeds_are_read_before_any_step(tmp_path, capsys):
+    """`make demo RL_SEEDS=0,x` stops at once with a usage error, not after the demo's 14 minutes."""
+    assert parse_rl_seeds("0, 1,2,") == [0, 1, 2] and parse_rl_seeds("") == []
+    assert main(["--workdir", str(tmp_path), "--rl-seeds", "0,x"]) == 2
+    assert "'x' is not a seed" in capsys.readouterr().err
+    assert not (tmp_path / "saves").exists()  # nothing claimed, nothing run
