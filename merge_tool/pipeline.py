@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from core.signals import DeferredSignals, deferred_signals
 
-from .dtypes import narrow, widen
+from .dtypes import BF16, narrow, widen
 from .methods import Block
 from .plan import MergePlan
 from .writer import OutTensor, Shard, ShardWriter
@@ -63,7 +63,13 @@ def _compute(
     inputs = plan.inputs
     views = [ckpt.view(target.name, start, stop) for ckpt in inputs]
     dest = slot.out[: (stop - start) * target.dtype.itemsize].view(target.dtype.storage)
-    if target.dtype.is_float:
+    if (
+        target.dtype is BF16
+        and _raw_bf16(plan, target.name)
+        and plan.kernel.combine_bf16(views, start, dest, state)
+    ):
+        pass  # merged from the raw bits in one compiled loop
+    elif target.dtype.is_float:
         with np.errstate(all="ignore"):  # inf and NaN in checkpoints are data, not errors
             for block, lo, hi in _blocks(
                 plan, target.name, start, views, slot.wide(_wide(plan, target.name)), state
@@ -78,6 +84,11 @@ def _compute(
     for ckpt in inputs:
         ckpt.release(target.name, start, stop)
     return dest, read
+
+
+def _raw_bf16(plan: MergePlan, name: str) -> bool:
+    """Every input stores this tensor as bf16 (a compiled kernel may then read the raw bits)."""
+    return all(ckpt.tensors[name].dtype is BF16 for ckpt in plan.inputs)
 
 
 def _wide(plan: MergePlan, name: str) -> np.dtype:
@@ -121,6 +132,7 @@ class _Pass:
     ):
         self.plan, self.name, self.numel = plan, target.name, target.numel
         self.pool, self.chunk, self.depth, self.signals = pool, chunk, depth, signals
+        self.raw_bf16 = _raw_bf16(plan, target.name)
 
     def _spans(self, fn, add, spans: list[tuple[int, int]]):
         """fn over the blocks of some element ranges, reduced in order (one worker task)."""
@@ -140,11 +152,35 @@ class _Pass:
                     ckpt.release(self.name, start, stop)
         return result
 
+    def _raw(self, fn, add, spans: list[tuple[int, int]]):
+        """fn over the raw views of some element ranges, reduced in order (one worker task)."""
+        result = None
+        for start, stop in spans:
+            views = [ckpt.view(self.name, start, stop) for ckpt in self.plan.inputs]
+            value = fn(views, start)
+            result = value if result is None else add(result, value)
+            del views
+            for ckpt in self.plan.inputs:
+                ckpt.release(self.name, start, stop)
+        return result
+
+    def _chunks(self) -> list[tuple[int, int]]:
+        return [(start, min(self.numel, start + self.chunk)) for start in range(0, self.numel, self.chunk)]
+
     def reduce(self, fn, add):
-        spans = [(start, min(self.numel, start + self.chunk)) for start in range(0, self.numel, self.chunk)]
-        return self.reduce_spans(fn, add, spans)
+        return self.reduce_spans(fn, add, self._chunks())
+
+    def reduce_raw(self, fn, add):
+        if not self.raw_bf16:
+            raise RuntimeError(
+                f"{self.name}: reduce_raw on a tensor not stored as bf16 by every input"
+            )  # a bug
+        return self._schedule(self._raw, fn, add, self._chunks())
 
     def reduce_spans(self, fn, add, spans):
+        return self._schedule(self._spans, fn, add, spans)
+
+    def _schedule(self, task, fn, add, spans):
         """Spans are handed to the workers in groups of at most one chunk's elements: a sample of many
         short spans is then a few tasks, not one task (buffers, views, a future) per span."""
         pending: collections.deque[Future] = collections.deque()
@@ -159,7 +195,7 @@ class _Pass:
             self.signals.check()
             if len(pending) >= self.depth:
                 take()
-            pending.append(self.pool.submit(self._spans, fn, add, group))
+            pending.append(self.pool.submit(task, fn, add, group))
         while pending:
             take()
         return total

@@ -61,6 +61,12 @@ class TensorPass(Protocol):
         """The same over the blocks of some element ranges [start, stop) only, in order (a sample)."""
         ...
 
+    raw_bf16: bool  # every input stores this tensor as bf16: `reduce_raw` may be used
+
+    def reduce_raw(self, fn: Callable[[list[np.ndarray], int], Any], add: Callable[[Any, Any], Any]) -> Any:
+        """Like `reduce`, over chunks of the inputs' raw bf16 bits: fn(views (models, then base), start)."""
+        ...
+
 
 class Kernel:
     """A method with its parameter values fixed; element-wise unless `whole_tensor`."""
@@ -73,6 +79,12 @@ class Kernel:
 
     def combine(self, block: Block) -> None:
         raise NotImplementedError
+
+    def combine_bf16(self, raw: list[np.ndarray], start: int, out: np.ndarray, state: Any) -> bool:
+        """Merge one chunk whose inputs (models, then base) and output are all bf16, straight from and to
+        the raw bits (a compiled kernel, see `fused`); False when this kernel has no such path for this
+        tensor, and the blocks go through `combine`. Both give the same bytes."""
+        return False
 
 
 @dataclass(frozen=True)

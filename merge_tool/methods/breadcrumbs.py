@@ -94,7 +94,7 @@ class BreadcrumbsKernel(TaskVectorKernel):
                 wanted[2 * i] = kept + top
             if kept and top:
                 wanted[2 * i + 1] = top
-        selected = select_top_k(tensor, self._band_delta, wanted) if wanted else {}
+        selected = select_top_k(tensor, self._band_delta, wanted, lambda key: key // 2) if wanted else {}
         bands = {
             i: Band(selected.get(2 * i), selected.get(2 * i + 1), empty=kept == 0)
             for i, (kept, top) in plans.items()

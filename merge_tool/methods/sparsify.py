@@ -27,11 +27,13 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
+from . import fused
 from .base import Block, TensorPass
 
 log = logging.getLogger(__name__)
@@ -42,6 +44,7 @@ SAMPLE_SPANS, SAMPLE_RUN = 64, 4096  # the sample that brackets a large tensor's
 SAMPLE_SIGMAS = 6.0  # the bracket's half-width, in standard deviations of the sample's rank
 CANDIDATES_MIN, CANDIDATES_SHARE = 1 << 20, 16  # keys held inside a bracket: at most max(MIN, numel / SHARE)
 Delta = Callable[[Block, int], np.ndarray]  # (block, model index) -> that model's task vector block
+_LOCAL = threading.local()
 
 
 def magnitude_keys(delta: np.ndarray) -> np.ndarray:
@@ -88,7 +91,9 @@ def _from_top(hist: np.ndarray, k: int) -> tuple[int, int]:
     return b, int(cum[r] - hist[b])
 
 
-def select_top_k(tensor: TensorPass, delta: Delta, wanted: dict[int, int]) -> dict[int, TopK]:
+def select_top_k(
+    tensor: TensorPass, delta: Delta, wanted: dict[int, int], model_of: Callable[[int], int] = int
+) -> dict[int, TopK]:
     """For each model i in `wanted` (0 < k < numel), which elements are its k largest magnitudes
     (ties: the earlier elements).
 
@@ -99,7 +104,8 @@ def select_top_k(tensor: TensorPass, delta: Delta, wanted: dict[int, int]) -> di
     ties. A tensor no larger than the sample is gathered whole. When a bracket misses (a sample unlike
     the tensor) or holds too many keys (mass ties), that model falls back to the radix select. Both
     give the same elements, the unique k largest with ties to the earlier ones, so outputs are the
-    same bytes either way.
+    same bytes either way. `model_of(i)` is the model whose task vector wanted key i selects in
+    (the counting pass of bf16 tensors reads the raw bits, in `fused`).
     """
     models = list(wanted)
     spans = sample_spans(tensor.numel)
@@ -114,6 +120,21 @@ def select_top_k(tensor: TensorPass, delta: Delta, wanted: dict[int, int]) -> di
         return {i: _exact(keys[j], everything, 0, wanted[i]) for j, i in enumerate(models)}
     brackets = {i: _bracket(keys[j], wanted[i], tensor.numel) for j, i in enumerate(models)}
     limit = max(CANDIDATES_MIN, tensor.numel // CANDIDATES_SHARE)
+    by_model: dict[int, list[int]] = {}  # the wanted keys of each model, counted in one pass over it
+    for i in models:
+        by_model.setdefault(model_of(i), []).append(i)
+
+    def gather_raw(views: list[np.ndarray], start: int) -> list:
+        """gather's work on a chunk of raw bf16 bits, in one compiled loop per model (the same result)."""
+        found = {}
+        for model, wanted_keys in by_model.items():
+            positions, keys = _gather_buffers(len(wanted_keys), len(views[0]))
+            ranges = np.array([brackets[i] for i in wanted_keys], np.int64)
+            above, count = fused.gather(views[model], views[-1], start, ranges, positions, keys)
+            for r, i in enumerate(wanted_keys):
+                n = int(count[r])
+                found[i] = (int(above[r]), [positions[r, :n].copy()], [keys[r, :n].astype(np.uint32)], n)
+        return [found[i] for i in models]
 
     def gather(block: Block) -> list:
         row = []
@@ -133,7 +154,7 @@ def select_top_k(tensor: TensorPass, delta: Delta, wanted: dict[int, int]) -> di
                 out.append((above_a + above_b, pos_a + pos_b, key_a + key_b, n_a + n_b))
         return out
 
-    counted = tensor.reduce(gather, add)
+    counted = tensor.reduce_raw(gather_raw, add) if tensor.raw_bf16 else tensor.reduce(gather, add)
     result: dict[int, TopK] = {}
     missed: dict[int, int] = {}
     for (above, pos, key, n), i in zip(counted, models, strict=True):
@@ -146,6 +167,19 @@ def select_top_k(tensor: TensorPass, delta: Delta, wanted: dict[int, int]) -> di
         log.debug("%s: top-k bracket missed for models %s; radix select", tensor.name, sorted(missed))
         result.update(radix_top_k(tensor, delta, missed))
     return result
+
+
+def _gather_buffers(brackets: int, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Positions and keys for `fused.gather` (brackets x n, C-contiguous: one compiled signature), kept per
+    worker thread: only the pages it writes (about as many as keys inside the brackets) become
+    resident, instead of fresh chunk-sized arrays each time."""
+    held = getattr(_LOCAL, "gather", None)
+    if held is None or len(held[0]) < brackets * n:
+        held = _LOCAL.gather = (
+            np.empty(max(2, brackets) * n, np.int64),
+            np.empty(max(2, brackets) * n, np.int64),
+        )
+    return held[0][: brackets * n].reshape(brackets, n), held[1][: brackets * n].reshape(brackets, n)
 
 
 def sample_spans(numel: int) -> list[tuple[int, int]]:

@@ -26,6 +26,7 @@ import threading
 
 import numpy as np
 
+from . import fused
 from .base import Args, Block, Kernel, Method, Param, TensorPass
 from .sparsify import TopK, magnitude_keys, name_key, random_keep, select_top_k
 
@@ -166,6 +167,65 @@ class TaskVectorKernel(Kernel):
         if self.lambda_ != 1:
             out *= kind(self.lambda_)
         out += base
+
+    # ------------------------------------------------------------ bf16 straight from the raw bits
+
+    def combine_bf16(self, raw: list[np.ndarray], start: int, out: np.ndarray, state) -> bool:
+        if self.sparsify == "random":
+            return False  # DARE's mask is numpy's PCG64 stream: the numpy path
+        selection, factors = state if state is not None else ({}, {})
+        rules = np.empty((len(self.weights), 4), np.int64)
+        for i in range(len(self.weights)):
+            rule = fused_rule(selection.get(i))
+            if rule is None:
+                return False
+            rules[i] = rule
+        kind = np.float32
+        scales = np.array([(factors.get(i, 1.0), w) for i, w in enumerate(self.weights)], kind)
+        total = math.fsum(self.weights)
+        if len(out):
+            fused.combine(
+                tuple(readonly(x) for x in raw[:-1]),
+                readonly(raw[-1]),
+                out,
+                start,
+                rules,
+                scales,
+                self.consensus,
+                self.normalize,
+                kind(total if abs(total) >= 1e-8 else 1.0),
+                kind(self.lambda_),
+            )
+        return True
+
+
+def readonly(x: np.ndarray) -> np.ndarray:
+    """A read-only view: the compiled kernel then sees one array type for every input."""
+    view = x.view()
+    view.flags.writeable = False
+    return view
+
+
+def fused_rule(selection) -> tuple[int, int, int, int] | None:
+    """`fused.combine`'s keep rule for one model's selection (None: keeps all; a TopK; a breadcrumbs
+    Band, anything with `upper`, `lower` and `empty`), or None when it has none (per-block tie quotas)."""
+    if selection is None:
+        return fused.KEEP_ALL
+    if isinstance(selection, TopK):
+        upper, lower = selection, None
+    elif selection.empty:
+        return fused.KEEP_NONE
+    else:
+        upper, lower = selection.upper, selection.lower
+    cuts = []
+    for cut, absent in ((upper, fused.BELOW_ALL), (lower, fused.ABOVE_ALL)):
+        if cut is None:
+            cuts += [absent, 0]
+        elif cut.starts is not None:
+            return None
+        else:
+            cuts += [cut.threshold, fused.END_ALL if cut.end is None else cut.end]
+    return tuple(cuts)
 
 
 def _kernel(consensus: bool, sparsify: str | None):
