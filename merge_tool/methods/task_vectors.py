@@ -21,6 +21,7 @@ element-wise; otherwise they are whole-tensor (see `sparsify`).
 
 from __future__ import annotations
 
+import logging
 import math
 import threading
 
@@ -31,6 +32,7 @@ from .base import Args, Block, Kernel, Method, Param, TensorPass
 from .sparsify import TopK, magnitude_keys, name_key, random_keep, select_top_k
 
 RESCALE_EPS = 1e-7
+log = logging.getLogger(__name__)
 
 
 class TaskVectorKernel(Kernel):
@@ -103,7 +105,15 @@ class TaskVectorKernel(Kernel):
         for j, i in enumerate(targets):
             before, after = totals[j]
             if before >= RESCALE_EPS and after >= RESCALE_EPS:
-                factors[i] = float(before / after)
+                factors[i] = float(before) / float(after)  # IEEE as numpy: inf / inf is NaN, not an error
+                if not math.isfinite(factors[i]):
+                    log.warning(
+                        "%s: model %d's task vector has an infinite or NaN L1 norm; its rescale factor is %s, "
+                        "so this tensor's merge is NaN where that model is kept (as in mergekit)",
+                        tensor.name,
+                        i + 1,
+                        factors[i],
+                    )
         return factors
 
     # ------------------------------------------------------------ the blocks
