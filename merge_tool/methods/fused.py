@@ -178,3 +178,17 @@ def combine(xs, base, out, start, rules, scales, consensus, normalize, total, la
             continue
         for j in range(t):
             out_t[j] = _narrow(acc_t[j] * lambda_ + _widen(b_t[j]))
+
+
+def merge_chunk(raw, out, start, rules, scales, consensus, normalize, total, lambda_) -> None:
+    """`combine` over one chunk: raw = the inputs' bf16 views, models then base. They are passed as
+    read-only views, so every call has one array type (one compiled signature per model count)."""
+    if len(out):
+        xs = tuple(_readonly(x) for x in raw[:-1])
+        combine(xs, _readonly(raw[-1]), out, start, rules, scales, consensus, normalize, total, lambda_)
+
+
+def _readonly(x: np.ndarray) -> np.ndarray:
+    view = x.view()
+    view.flags.writeable = False
+    return view

@@ -193,27 +193,11 @@ class TaskVectorKernel(Kernel):
         kind = np.float32
         scales = np.array([(factors.get(i, 1.0), w) for i, w in enumerate(self.weights)], kind)
         total = math.fsum(self.weights)
-        if len(out):
-            fused.combine(
-                tuple(readonly(x) for x in raw[:-1]),
-                readonly(raw[-1]),
-                out,
-                start,
-                rules,
-                scales,
-                self.consensus,
-                self.normalize,
-                kind(total if abs(total) >= 1e-8 else 1.0),
-                kind(self.lambda_),
-            )
+        total = kind(total if abs(total) >= 1e-8 else 1.0)
+        fused.merge_chunk(
+            raw, out, start, rules, scales, self.consensus, self.normalize, total, kind(self.lambda_)
+        )
         return True
-
-
-def readonly(x: np.ndarray) -> np.ndarray:
-    """A read-only view: the compiled kernel then sees one array type for every input."""
-    view = x.view()
-    view.flags.writeable = False
-    return view
 
 
 def fused_rule(selection) -> tuple[int, int, int, int] | None:
