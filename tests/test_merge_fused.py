@@ -17,7 +17,7 @@ from safetensors.torch import save_file
 
 from merge_tool import pipeline, run_merge
 from merge_tool.config import read_config
-from merge_tool.methods import fused
+from merge_tool.methods import fused, sparsify
 from merge_tool.methods.sparsify import SAMPLE_RUN, SAMPLE_SPANS
 from merge_tool.plan import plan_spec
 
@@ -45,6 +45,7 @@ def models(tmp_path_factory) -> list[Path]:
     rng = np.random.default_rng(11)
     base = {
         "big": hostile(rng, SAMPLED),
+        "tied": np.zeros(SAMPLED, np.float32),  # model 1's deltas here are five exact values: mass ties
         "mid": rng.standard_normal((301, 257)).astype(np.float32) * 0.02,
         "small": rng.standard_normal(1000).astype(np.float32),
         "scalar": np.float32(0.5).reshape(()),
@@ -98,10 +99,14 @@ def merge(models: list[Path], method: str, out: Path, compiled: bool, monkeypatc
 
 
 @pytest.mark.parametrize("method", CONFIGS)
-def test_the_compiled_path_writes_the_numpy_paths_bytes(models, method, tmp_path, monkeypatch):
-    compiled = merge(models, method, tmp_path / "compiled", True, monkeypatch)
+def test_the_compiled_path_writes_the_numpy_paths_bytes(models, method, tmp_path, monkeypatch, caplog):
+    monkeypatch.setattr(sparsify, "CANDIDATES_MIN", 1000)  # a bracket holds at most numel / 16 keys
+    with caplog.at_level("DEBUG", logger="merge_tool.methods.sparsify"):
+        compiled = merge(models, method, tmp_path / "compiled", True, monkeypatch)
     reference = merge(models, method, tmp_path / "numpy", False, monkeypatch)
     assert compiled == reference
+    if method == "ties":  # not vacuous: the tied tensor's bracket overflowed, and its merge went to numpy
+        assert "tied: top-k bracket missed for models [1]" in caplog.text
 
 
 def test_the_compiled_path_is_taken_for_bf16(models, tmp_path, monkeypatch):
