@@ -136,33 +136,31 @@ class _Pass:
 
     def _spans(self, fn, add, spans: list[tuple[int, int]]):
         """fn over the blocks of some element ranges, reduced in order (one worker task)."""
-        inputs = self.plan.inputs
         wide = _wide(self.plan, self.name)
         size = min(BLOCK, max(stop - start for start, stop in spans))
         buffers = [np.empty(size, dtype=wide) for _ in range(4)]
         result = None
         with np.errstate(all="ignore"):
-            for start, stop in spans:
-                views = [ckpt.view(self.name, start, stop) for ckpt in inputs]
+            for start, views in self._views(spans):
                 for block, _, _ in _blocks(self.plan, self.name, start, views, buffers, None):
                     value = fn(block)
                     result = value if result is None else add(result, value)
-                del views
-                for ckpt in inputs:
-                    ckpt.release(self.name, start, stop)
         return result
 
     def _raw(self, fn, add, spans: list[tuple[int, int]]):
         """fn over the raw views of some element ranges, reduced in order (one worker task)."""
         result = None
-        for start, stop in spans:
-            views = [ckpt.view(self.name, start, stop) for ckpt in self.plan.inputs]
+        for start, views in self._views(spans):
             value = fn(views, start)
             result = value if result is None else add(result, value)
-            del views
+        return result
+
+    def _views(self, spans: list[tuple[int, int]]) -> Iterator[tuple[int, list[np.ndarray]]]:
+        """(start, the inputs' views of [start, stop)) per span; its pages go back once the caller is done."""
+        for start, stop in spans:
+            yield start, [ckpt.view(self.name, start, stop) for ckpt in self.plan.inputs]
             for ckpt in self.plan.inputs:
                 ckpt.release(self.name, start, stop)
-        return result
 
     def _chunks(self) -> list[tuple[int, int]]:
         return [(start, min(self.numel, start + self.chunk)) for start in range(0, self.numel, self.chunk)]

@@ -49,6 +49,8 @@ class TaskVectorKernel(Kernel):
     ):
         self.weights, self.densities = weights, densities
         self.lambda_, self.normalize, self.consensus = lambda_, normalize, consensus
+        total = math.fsum(weights)
+        self.total = total if abs(total) >= 1e-8 else 1.0  # normalize's divisor without consensus
         self.sparsify, self.rescale, self.seed = sparsify, rescale, seed
         self.sparse = [i for i, d in enumerate(densities) if d < 1] if sparsify else []
         self.whole_tensor = bool(self.sparse) and (sparsify == "magnitude" or rescale)
@@ -172,8 +174,7 @@ class TaskVectorKernel(Kernel):
                 divisor += divisor == 0  # no model agrees: divide by 1
                 out /= divisor
         elif self.normalize:
-            total = math.fsum(self.weights)
-            out /= kind(total if abs(total) >= 1e-8 else 1.0)
+            out /= kind(self.total)
         if self.lambda_ != 1:
             out *= kind(self.lambda_)
         out += base
@@ -192,10 +193,16 @@ class TaskVectorKernel(Kernel):
             rules[i] = rule
         kind = np.float32
         scales = np.array([(factors.get(i, 1.0), w) for i, w in enumerate(self.weights)], kind)
-        total = math.fsum(self.weights)
-        total = kind(total if abs(total) >= 1e-8 else 1.0)
         fused.merge_chunk(
-            raw, out, start, rules, scales, self.consensus, self.normalize, total, kind(self.lambda_)
+            raw,
+            out,
+            start,
+            rules,
+            scales,
+            self.consensus,
+            self.normalize,
+            kind(self.total),
+            kind(self.lambda_),
         )
         return True
 
