@@ -133,6 +133,7 @@ class _Pass:
         self.plan, self.name, self.numel = plan, target.name, target.numel
         self.pool, self.chunk, self.depth, self.signals = pool, chunk, depth, signals
         self.raw_bf16 = _raw_bf16(plan, target.name)
+        self.block = BLOCK
 
     def _spans(self, fn, add, spans: list[tuple[int, int]]):
         """fn over the blocks of some element ranges, reduced in order (one worker task)."""

@@ -75,11 +75,16 @@ CONFIGS = {
     "breadcrumbs": "merge_method: breadcrumbs\nparameters: {{density: 0.5, gamma: 0.05}}",
     "breadcrumbs_ties": "merge_method: breadcrumbs_ties\nparameters: {{density: 0.7, gamma: 0.1, normalize: true}}",
     "dare_ties": "merge_method: dare_ties\nparameters: {{density: 0.5, random_seed: 3}}",
+    "dare_ties_no_rescale_normalize": "merge_method: dare_ties\nparameters: {{density: 0.6, rescale: false, normalize: true}}",
+    "dare_linear": "merge_method: dare_linear\nparameters: {{density: 0.3, random_seed: 5, lambda: 1.3}}",
 }
+ODD_CHUNK = 3 * pipeline.BLOCK // 2 + 7  # chunks, blocks and DARE's 65,536-element tiles out of step
 WEIGHTS = (0.5, -0.3, 0.8)
 
 
-def merge(models: list[Path], method: str, out: Path, compiled: bool, monkeypatch) -> bytes:
+def merge(
+    models: list[Path], method: str, out: Path, compiled: bool, monkeypatch, chunk: int = 1 << 17
+) -> bytes:
     base, *tuned = models
     text = CONFIGS[method].format() + f"\nbase_model: {base}\ndtype: bfloat16\nmodels:\n"
     text += "".join(
@@ -92,7 +97,7 @@ def merge(models: list[Path], method: str, out: Path, compiled: bool, monkeypatc
             patch.setattr(pipeline, "_raw_bf16", lambda plan, name: False)
         plan = plan_spec(read_config(config))
         try:
-            run_merge(plan, out, progress=False, chunk_elements=1 << 17, threads=2, force=True)
+            run_merge(plan, out, progress=False, chunk_elements=chunk, threads=2, force=True)
         finally:
             plan.close()
     return (out / "model.safetensors").read_bytes()
@@ -109,9 +114,20 @@ def test_the_compiled_path_writes_the_numpy_paths_bytes(models, method, tmp_path
         assert "tied: top-k bracket missed for models [1]" in caplog.text
 
 
-def test_the_compiled_path_is_taken_for_bf16(models, tmp_path, monkeypatch):
+@pytest.mark.parametrize("method", ["dare_ties", "dare_linear"])
+def test_dare_with_chunks_out_of_step_with_its_tiles(models, method, tmp_path, monkeypatch):
+    """Chunks that start inside a tile and in the middle of a word: the compiled mask jumps ahead in the
+    stream, and the L1 sums follow the numpy path's blocks."""
+    compiled = merge(models, method, tmp_path / "compiled", True, monkeypatch, chunk=ODD_CHUNK)
+    assert compiled == merge(models, method, tmp_path / "numpy", False, monkeypatch, chunk=ODD_CHUNK)
+
+
+@pytest.mark.parametrize(
+    "method, kernels", [("ties", ("combine", "gather")), ("dare_ties", ("combine", "random_keep", "l1_sums"))]
+)
+def test_the_compiled_path_is_taken_for_bf16(models, method, kernels, tmp_path, monkeypatch):
     """Not vacuous: the fused kernels run for these bf16 models (and the numpy path does not)."""
-    calls = {"combine": 0, "gather": 0}
+    calls = dict.fromkeys(kernels, 0)
     for name in calls:
         real = getattr(fused, name)
 
@@ -120,8 +136,50 @@ def test_the_compiled_path_is_taken_for_bf16(models, tmp_path, monkeypatch):
             return real(*args)
 
         monkeypatch.setattr(fused, name, counted)
-    merge(models, "ties", tmp_path / "compiled", True, monkeypatch)
-    assert calls["combine"] > 0 and calls["gather"] > 0
-    calls.update(combine=0, gather=0)
-    merge(models, "ties", tmp_path / "numpy", False, monkeypatch)
-    assert calls == {"combine": 0, "gather": 0}
+    merge(models, method, tmp_path / "compiled", True, monkeypatch)
+    assert all(calls.values()), calls
+    calls.update(dict.fromkeys(kernels, 0))
+    merge(models, method, tmp_path / "numpy", False, monkeypatch)
+    assert not any(calls.values()), calls
+
+
+def test_dare_mask_is_numpys_pcg64_stream_from_any_start():
+    """fused.random_keep against sparsify.random_keep (numpy's own generator), starts in mid-tile and
+    mid-word, spans across tiles, densities at the edges."""
+    rng = np.random.default_rng(5)
+    numel = 3 * sparsify.TILE + 1001
+    name = sparsify.name_key("model.layers.0.mlp.up_proj.weight")
+    states = sparsify.random_states(11, name, 2, range(-(-numel // sparsify.TILE)))
+    for density in (0.5, 0.07, 0.999999999, 1e-9):
+        for _ in range(25):
+            start = int(rng.integers(0, numel))
+            n = int(rng.integers(1, numel - start + 1))
+            keep = np.empty(n, np.uint8)
+            fused.random_keep(states, sparsify.keep_limit(density), start, keep)
+            expected = sparsify.random_keep(11, name, 2, start, n, density)
+            assert np.array_equal(keep.view(bool), expected), (density, start, n)
+
+
+@pytest.mark.parametrize("n", [1, 7, 8191, 8193, 65536, 2 * 65536 + 77, 140_001])
+def test_dare_l1_sums_are_the_numpy_passs_float64_bits(n):
+    """fused.l1_sums (|d| and the compaction compiled, the sums numpy's) against the numpy pass's per-block
+    np.abs(d).sum(dtype=np.float64) and np.abs(d[keep]).sum(...), on log-normal magnitudes (a sigma of 11
+    binades, where another block partition or order of the rows gives other bits)."""
+    rng = np.random.default_rng(n)
+    wide = (rng.standard_normal(n) * np.exp(rng.standard_normal(n) * 8)).astype(np.float32)
+    x, base = bf16(wide).view(torch.uint16).numpy(), bf16(wide * 0.25).view(torch.uint16).numpy()
+    keep = (rng.random(n) < 0.3).astype(np.uint8)
+    block = 65536
+    expected = None
+    for s in range(0, n, block):
+        delta = (x[s : s + block].astype(np.uint32) << 16).view(np.float32) - (
+            base[s : s + block].astype(np.uint32) << 16
+        ).view(np.float32)
+        row = np.array(
+            [
+                np.abs(delta).sum(dtype=np.float64),
+                np.abs(delta[keep[s : s + block] == 1]).sum(dtype=np.float64),
+            ]
+        )
+        expected = row if expected is None else expected + row
+    assert fused.l1_sums(x, base, keep, block).tobytes() == expected.tobytes()

@@ -62,6 +62,7 @@ class TensorPass(Protocol):
         ...
 
     raw_bf16: bool  # every input stores this tensor as bf16: `reduce_raw` may be used
+    block: int  # elements per block of `reduce` (a chunk's blocks start at the chunk's start)
 
     def reduce_raw(self, fn: Callable[[list[np.ndarray], int], Any], add: Callable[[Any, Any], Any]) -> Any:
         """Like `reduce`, over chunks of the inputs' raw bf16 bits: fn(views (models, then base), start)."""

@@ -10,11 +10,19 @@ multiply-add), so the output is the same bytes: `tests/test_merge_fused.py`
 compares the two paths on hostile values (NaN, infinities, signed zeros,
 denormals, mass ties at the cut-off).
 
-Covered: every task-vector kernel whose sparsification is by magnitude (ties,
-breadcrumbs, breadcrumbs_ties) or none (task_arithmetic), when every input and
-the output are bf16, the dtype models are published in. Everything else (DARE's
-seeded drop, float16/32/64, a top-k that fell back to the radix select with
-per-block tie quotas) stays on the numpy path, which is the reference.
+Covered: every task-vector kernel (ties, dare_ties, dare_linear, breadcrumbs,
+breadcrumbs_ties, task_arithmetic) when every input and the output are bf16,
+the dtype models are published in. Everything else (float16/32/64, a top-k that
+fell back to the radix select with per-block tie quotas) stays on the numpy
+path, which is the reference.
+
+DARE's mask is numpy's PCG64 stream (see `sparsify`), drawn here by the same
+arithmetic: a 128-bit multiply-add per word, done on LLVM's i128. One stream is
+a serial chain, so a tile's words are drawn in four lanes that each jump ahead
+to their quarter (x -> a^k x + c (a^(k-1) + ... + 1), by squaring), which lets
+the CPU overlap four chains: about twice numpy's rate. DARE's L1 sums are numpy's
+own (float64 sums of the float32 magnitudes the compiled loop writes), so
+their bits are the numpy path's whatever order numpy adds in.
 
 A keep rule per model is four integers on the magnitude keys (the bits of
 |delta| as float32, which order like the magnitudes): keep when above the upper
@@ -34,8 +42,12 @@ BELOW_ALL = -1  # a cut under every key (keys are 31-bit)
 ABOVE_ALL = 1 << 32  # a cut over every key
 KEEP_ALL = (BELOW_ALL, 0, ABOVE_ALL, 0)  # a rule that keeps everything
 KEEP_NONE = (ABOVE_ALL, 0, ABOVE_ALL, 0)
+MASKED = (-2, 0, 0, 0)  # a rule that keeps where the model's row of `keeps` says so (DARE)
 END_ALL = 1 << 62  # a cut's end past every position: every key equal to it is kept
 TILE = 2048  # elements merged a model at a time: their float32 deltas stay in L1
+PCG_TILE = 1 << 16  # elements per seeded stream of DARE's mask (sparsify.TILE)
+_MULT_HI, _MULT_LO = np.uint64(0x2360ED051FC65DA4), np.uint64(0x4385DF649FCCF645)  # PCG64's multiplier
+_I128 = ir.IntType(128)
 
 
 @intrinsic
@@ -56,6 +68,150 @@ def _bits_from_f32(typingctx, value):
         return builder.bitcast(args[0], ir.IntType(32))
 
     return types.uint32(types.float32), codegen
+
+
+def _join128(builder, hi, lo):
+    return builder.or_(builder.shl(builder.zext(hi, _I128), ir.Constant(_I128, 64)), builder.zext(lo, _I128))
+
+
+@intrinsic
+def _muladd128(typingctx, a_hi, a_lo, b_hi, b_lo, c_hi, c_lo):
+    """(a * b + c) mod 2**128 on (high, low) uint64 halves, as LLVM i128 arithmetic."""
+    u64 = types.uint64
+
+    def codegen(context, builder, signature, args):
+        a, b, c = (_join128(builder, args[k], args[k + 1]) for k in (0, 2, 4))
+        r = builder.add(builder.mul(a, b), c)
+        hi = builder.trunc(builder.lshr(r, ir.Constant(_I128, 64)), ir.IntType(64))
+        return context.make_tuple(builder, signature.return_type, [hi, builder.trunc(r, ir.IntType(64))])
+
+    return types.UniTuple(u64, 2)(u64, u64, u64, u64, u64, u64), codegen
+
+
+@nb.njit(inline="always")
+def _pcg_output(hi, lo):
+    """PCG64's XSL-RR output of a 128-bit state."""
+    x = hi ^ lo
+    r = hi >> np.uint64(58)
+    return (x >> r) | (x << ((np.uint64(64) - r) & np.uint64(63)))
+
+
+@nb.njit(cache=True, nogil=True)
+def _pcg_advance(s_hi, s_lo, i_hi, i_lo, k):
+    """The PCG64 state k steps after (s_hi, s_lo) with increment (i_hi, i_lo)."""
+    zero, one = np.uint64(0), np.uint64(1)
+    a_hi, a_lo, g_hi, g_lo = zero, one, zero, zero  # k steps so far: x -> a x + g
+    m_hi, m_lo, c_hi, c_lo = _MULT_HI, _MULT_LO, i_hi, i_lo  # 2^j steps: x -> m x + c
+    while k > 0:
+        if k & 1:
+            a_hi, a_lo = _muladd128(a_hi, a_lo, m_hi, m_lo, zero, zero)
+            g_hi, g_lo = _muladd128(g_hi, g_lo, m_hi, m_lo, c_hi, c_lo)
+        p_hi, p_lo = _muladd128(m_hi, m_lo, zero, one, zero, one)  # m + 1
+        c_hi, c_lo = _muladd128(p_hi, p_lo, c_hi, c_lo, zero, zero)
+        m_hi, m_lo = _muladd128(m_hi, m_lo, m_hi, m_lo, zero, zero)
+        k >>= 1
+    return _muladd128(a_hi, a_lo, s_hi, s_lo, g_hi, g_lo)
+
+
+@nb.njit(cache=True, nogil=True)
+def pcg_seed(seeds):
+    """PCG64's state (hi, lo, inc hi, inc lo) per row of SeedSequence.generate_state(4, np.uint64)
+    (numpy's pcg64_set_seed: inc = seq << 1 | 1; state = 0, step, add the seed, step)."""
+    states = np.empty_like(seeds)
+    zero, one = np.uint64(0), np.uint64(1)
+    for r in range(len(seeds)):
+        i_hi = (seeds[r, 2] << one) | (seeds[r, 3] >> np.uint64(63))
+        i_lo = (seeds[r, 3] << one) | one
+        s_hi, s_lo = _muladd128(zero, zero, zero, zero, i_hi, i_lo)
+        s_hi, s_lo = _muladd128(s_hi, s_lo, zero, one, seeds[r, 0], seeds[r, 1])
+        states[r, 0], states[r, 1] = _muladd128(s_hi, s_lo, _MULT_HI, _MULT_LO, i_hi, i_lo)
+        states[r, 2], states[r, 3] = i_hi, i_lo
+    return states
+
+
+@nb.njit(cache=True, nogil=True)
+def _pcg_words(state, first, out):
+    """Words first, first + 1, ... of the stream seeded at `state` (numpy's random_raw: step, then output),
+    in four lanes, each from its own quarter (independent chains the CPU overlaps)."""
+    i_hi, i_lo = state[2], state[3]
+    q = len(out) // 4
+    h0, l0 = _pcg_advance(state[0], state[1], i_hi, i_lo, first)
+    h1, l1 = _pcg_advance(h0, l0, i_hi, i_lo, q)
+    h2, l2 = _pcg_advance(h1, l1, i_hi, i_lo, q)
+    h3, l3 = _pcg_advance(h2, l2, i_hi, i_lo, q)
+    o0, o1, o2, o3 = out[:q], out[q : 2 * q], out[2 * q : 3 * q], out[3 * q :]
+    for k in range(q):
+        h0, l0 = _muladd128(h0, l0, _MULT_HI, _MULT_LO, i_hi, i_lo)
+        o0[k] = _pcg_output(h0, l0)
+        h1, l1 = _muladd128(h1, l1, _MULT_HI, _MULT_LO, i_hi, i_lo)
+        o1[k] = _pcg_output(h1, l1)
+        h2, l2 = _muladd128(h2, l2, _MULT_HI, _MULT_LO, i_hi, i_lo)
+        o2[k] = _pcg_output(h2, l2)
+        h3, l3 = _muladd128(h3, l3, _MULT_HI, _MULT_LO, i_hi, i_lo)
+        o3[k] = _pcg_output(h3, l3)
+    for k in range(q, len(o3)):  # the last lane's remainder
+        h3, l3 = _muladd128(h3, l3, _MULT_HI, _MULT_LO, i_hi, i_lo)
+        o3[k] = _pcg_output(h3, l3)
+
+
+@nb.njit(cache=True, nogil=True)
+def random_keep(states, limit, start, keep):
+    """keep[j] = 1 where element start + j is kept by DARE's mask (sparsify.random_keep, the same bits):
+    the 32-bit halves, low first, of its tile's words, below `limit`. states[t] seeds tile t."""
+    words = np.empty(PCG_TILE // 2 + 1, np.uint64)
+    low = np.uint64(0xFFFFFFFF)
+    bound = np.uint64(limit)
+    stop = start + len(keep)
+    pos = start
+    while pos < stop:
+        tile = pos // PCG_TILE
+        a, b = pos - tile * PCG_TILE, min(PCG_TILE, stop - tile * PCG_TILE)
+        w0 = a // 2
+        w_t = words[: (b + 1) // 2 - w0]
+        _pcg_words(states[tile], w0, w_t)
+        k_t = keep[pos - start : pos - start + b - a]
+        j = 0
+        if a & 1:  # the tile starts in the middle of a word: its high half
+            k_t[0] = np.uint8((w_t[0] >> np.uint64(32)) < bound)
+            j = 1
+        pairs = (b - a - j) // 2
+        w_p, k_p = w_t[j:], k_t[j:]
+        for k in range(pairs):
+            k_p[2 * k] = np.uint8((w_p[k] & low) < bound)
+            k_p[2 * k + 1] = np.uint8((w_p[k] >> np.uint64(32)) < bound)
+        if j + 2 * pairs < b - a:  # and ends in the middle of one: its low half
+            k_t[b - a - 1] = np.uint8((w_t[len(w_t) - 1] & low) < bound)
+        pos += b - a
+    return keep
+
+
+@nb.njit(cache=True, nogil=True, error_model="numpy")
+def _magnitudes(x, base, keep, magnitudes, kept):
+    """|d| of a block of one model's task vector into `magnitudes`, and the kept ones, in order, into the
+    front of `kept`; returns how many were kept."""
+    n = 0
+    for j in range(len(x)):
+        magnitudes[j] = abs(_widen(x[j]) - _widen(base[j]))
+    for j in range(len(x)):  # each written, the next place taken if kept
+        kept[n] = magnitudes[j]
+        n += np.int64(keep[j])
+    return n
+
+
+def l1_sums(x, base, keep, block) -> np.ndarray:
+    """(|d|_1, |kept d|_1) of one model's task vector d over a chunk, as TaskVectorKernel's numpy pass sums
+    them: per compute block of `block` elements (from the chunk's start) numpy's own float64 sums of |d|
+    and of |d[keep]| (its summation order is numpy's business: buffers, pairwise), the rows added in
+    order. Only |d| and the compaction are compiled."""
+    size = min(block, len(x))
+    magnitudes, kept = np.empty(size, np.float32), np.empty(size, np.float32)
+    totals = None
+    for s in range(0, len(x), block):
+        t = min(block, len(x) - s)
+        n = _magnitudes(x[s : s + t], base[s : s + t], keep[s : s + t], magnitudes, kept)
+        row = np.array([magnitudes[:t].sum(dtype=np.float64), kept[:n].sum(dtype=np.float64)])
+        totals = row if totals is None else totals + row
+    return totals
 
 
 @nb.njit(inline="always")
@@ -113,10 +269,11 @@ def gather(x, base, start, brackets, positions, keys):
 
 
 @nb.njit(cache=True, nogil=True, error_model="numpy")
-def combine(xs, base, out, start, rules, scales, consensus, normalize, total, lambda_):
+def combine(xs, base, out, start, rules, keeps, scales, consensus, normalize, total, lambda_):
     """out[j] = the task-vector merge of element start + j, as bf16 bits.
 
-    rules[i] = (up_cut, up_end, lo_cut, lo_end) on the magnitude keys (KEEP_ALL keeps everything);
+    rules[i] = (up_cut, up_end, lo_cut, lo_end) on the magnitude keys (KEEP_ALL keeps everything), or
+    MASKED: keeps[i, j] (0/1, DARE's mask) says whether element start + j is kept;
     scales[i] = (L1 factor, weight), 1.0 for no factor; total and lambda_ are float32. The operations
     are TaskVectorKernel.combine's, in its order; the ones it skips are multiplications by 1.0 here,
     which change no bits (NaN's payload aside, and narrowing writes every NaN the same). Done TILE
@@ -137,15 +294,19 @@ def combine(xs, base, out, start, rules, scales, consensus, normalize, total, la
             x_t, d_t = xs[i][s : s + t], deltas[i, :t]
             up_cut, up_end, lo_cut, lo_end = rules[i, 0], rules[i, 1], rules[i, 2], rules[i, 3]
             factor, weight = scales[i, 0], scales[i, 1]
-            for j in range(t):
-                d = _widen(x_t[j]) - _widen(b_t[j])
-                key = np.int64(_bits_from_f32(d) & 0x7FFFFFFF)
-                upper = (key > up_cut) | ((key == up_cut) & (p + j < up_end))
-                lower = (key > lo_cut) | ((key == lo_cut) & (p + j < lo_end))
-                d = d * (
-                    one if upper > lower else zero
-                )  # upper and not lower; a multiply: NaN, inf as numpy's
-                d_t[j] = (d * factor) * weight
+            if up_cut == MASKED[0]:
+                k_t = keeps[i, s : s + t]
+                for j in range(t):  # a multiply, not a select: NaN, inf as numpy's
+                    d = (_widen(x_t[j]) - _widen(b_t[j])) * (one if k_t[j] else zero)
+                    d_t[j] = (d * factor) * weight
+            else:
+                for j in range(t):
+                    d = _widen(x_t[j]) - _widen(b_t[j])
+                    key = np.int64(_bits_from_f32(d) & 0x7FFFFFFF)
+                    upper = (key > up_cut) | ((key == up_cut) & (p + j < up_end))
+                    lower = (key > lo_cut) | ((key == lo_cut) & (p + j < lo_end))
+                    d = d * (one if upper > lower else zero)  # upper and not lower
+                    d_t[j] = (d * factor) * weight
             if i == 0:
                 acc_t[:] = d_t
             else:
@@ -180,12 +341,14 @@ def combine(xs, base, out, start, rules, scales, consensus, normalize, total, la
             out_t[j] = _narrow(acc_t[j] * lambda_ + _widen(b_t[j]))
 
 
-def merge_chunk(raw, out, start, rules, scales, consensus, normalize, total, lambda_) -> None:
+def merge_chunk(raw, out, start, rules, keeps, scales, consensus, normalize, total, lambda_) -> None:
     """`combine` over one chunk: raw = the inputs' bf16 views, models then base. They are passed as
     read-only views, so every call has one array type (one compiled signature per model count)."""
     if len(out):
         xs = tuple(_readonly(x) for x in raw[:-1])
-        combine(xs, _readonly(raw[-1]), out, start, rules, scales, consensus, normalize, total, lambda_)
+        combine(
+            xs, _readonly(raw[-1]), out, start, rules, keeps, scales, consensus, normalize, total, lambda_
+        )
 
 
 def _readonly(x: np.ndarray) -> np.ndarray:

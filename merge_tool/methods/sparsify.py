@@ -17,7 +17,7 @@ DARE's keep mask is Bernoulli(density) drawn per tile: tile j (65,536
 elements) of (seed, tensor name, model) has its own seeded PCG64 stream, whose
 raw 32-bit words below density * 2**32 mark the kept elements, so
 the mask depends on neither chunk sizes nor threads and a recorded config
-replays bit for bit. (The stream differs from torch's, so masks differ from
+replays bit for bit (`fused.random_keep` draws the same words, compiled). (The stream differs from torch's, so masks differ from
 mergekit's for the same seed; mergekit's masks depend on its device and
 scheduling anyway.)
 """
@@ -262,9 +262,23 @@ def name_key(name: str) -> int:
     return int.from_bytes(hashlib.sha256(name.encode("utf-8", "surrogatepass")).digest()[:8], "little")
 
 
+def keep_limit(density: float) -> int:
+    """DARE keeps an element when its 32-bit word is below this."""
+    return min((1 << 32) - 1, int(density * (1 << 32)))
+
+
+def random_states(seed: int, name: int, model: int, tiles: range) -> np.ndarray:
+    """The seeded PCG64 state of each tile's stream (rows for `fused.random_keep`), the same as
+    `random_keep`'s: numpy seeds the words, the compiled `fused.pcg_seed` does numpy's arithmetic."""
+    seeds = np.empty((len(tiles), 4), np.uint64)
+    for row, tile in enumerate(tiles):
+        seeds[row] = np.random.SeedSequence([seed, name, model, tile]).generate_state(4, np.uint64)
+    return fused.pcg_seed(seeds)
+
+
 def random_keep(seed: int, name: int, model: int, start: int, n: int, density: float) -> np.ndarray:
     """Bernoulli(density) keep mask for elements [start, start + n) of (tensor `name`, model)."""
-    limit = np.uint32(min((1 << 32) - 1, int(density * (1 << 32))))
+    limit = np.uint32(keep_limit(density))
     keep = np.empty(n, dtype=bool)
     pos, stop = start, start + n
     while pos < stop:

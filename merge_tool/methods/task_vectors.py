@@ -14,9 +14,10 @@ TIES's sign consensus mixes them. Per tensor, following mergekit:
 Deviations, all on purpose: arithmetic is float32 (float64 for float64
 tensors) with one rounding at the end, where mergekit works in the config's
 dtype; top-k ties are broken by position; when density x numel < 1, one
-element (the largest) is kept where mergekit stops with an assertion. Without
-rescale (TIES's default) or with density 1, the sparse methods stay
-element-wise; otherwise they are whole-tensor (see `sparsify`).
+element (the largest) is kept where mergekit stops with an assertion. TIES is
+whole-tensor (see `sparsify`); so is DARE with rescale (its L1 sums), and
+without it `prepare` only seeds its streams. With density 1 everything is
+element-wise.
 """
 
 from __future__ import annotations
@@ -29,7 +30,16 @@ import numpy as np
 
 from . import fused
 from .base import Args, Block, Kernel, Method, Param, TensorPass
-from .sparsify import TopK, magnitude_keys, name_key, random_keep, select_top_k
+from .sparsify import (
+    TILE,
+    TopK,
+    keep_limit,
+    magnitude_keys,
+    name_key,
+    random_keep,
+    random_states,
+    select_top_k,
+)
 
 RESCALE_EPS = 1e-7
 log = logging.getLogger(__name__)
@@ -53,7 +63,8 @@ class TaskVectorKernel(Kernel):
         self.total = total if abs(total) >= 1e-8 else 1.0  # normalize's divisor without consensus
         self.sparsify, self.rescale, self.seed = sparsify, rescale, seed
         self.sparse = [i for i, d in enumerate(densities) if d < 1] if sparsify else []
-        self.whole_tensor = bool(self.sparse) and (sparsify == "magnitude" or rescale)
+        # DARE without rescale is element-wise, but `prepare` seeds its streams once per tensor
+        self.whole_tensor = bool(self.sparse)
         self._local = threading.local()
 
     # ------------------------------------------------------------ per-tensor statistics
@@ -72,7 +83,15 @@ class TaskVectorKernel(Kernel):
             return top[i].keep(magnitude_keys(delta), block.start)
         return None
 
-    def prepare(self, tensor: TensorPass) -> tuple[dict[int, TopK], dict[int, float]]:
+    def prepare(self, tensor: TensorPass) -> tuple[dict, dict[int, float]]:
+        """(selection, L1 factors): selection is a TopK per model for TIES, and for DARE on bf16 the seeded
+        stream states of each sparse model's tiles (for `combine_bf16`; seeded once, used by both passes)."""
+        if self.sparsify == "random":
+            streams = {}
+            if tensor.raw_bf16:
+                tiles = range(-(-tensor.numel // TILE))
+                streams = {i: random_states(self.seed, name_key(tensor.name), i, tiles) for i in self.sparse}
+            return streams, self._l1_factors(tensor, self.sparse, streams) if self.rescale else {}
         top: dict[int, TopK] = {}
         if self.sparsify == "magnitude":
             wanted = {}
@@ -84,12 +103,12 @@ class TaskVectorKernel(Kernel):
                 top = select_top_k(tensor, self._delta, wanted)
         if not self.rescale:
             return top, {}
-        targets = [i for i in self.sparse if self.sparsify == "random" or i in top]
-        return top, self._l1_factors(tensor, targets, top)
+        return top, self._l1_factors(tensor, [i for i in self.sparse if i in top], top)
 
     def _l1_factors(self, tensor: TensorPass, targets: list[int], selection: dict) -> dict[int, float]:
         """mergekit's L1 rescale factor |d_i|_1 / |kept d_i|_1 per target model (both above RESCALE_EPS);
-        `selection` is what `_keep` reads (TopK per model, or anything with the same `keep`)."""
+        `selection` is what `_keep` reads (TopK per model, or anything with the same `keep`), or for DARE
+        on bf16 the streams of `combine_bf16`, with which the sums are compiled (the same float64 bits)."""
         if not targets:
             return {}
 
@@ -102,7 +121,18 @@ class TaskVectorKernel(Kernel):
                 row[j, 1] = np.abs(delta[keep]).sum(dtype=np.float64)
             return row
 
-        totals = tensor.reduce(sums, np.add)
+        def raw_sums(views: list[np.ndarray], start: int) -> np.ndarray:
+            keep = self._keeps(1, len(views[0]))[0]
+            row = np.zeros((len(targets), 2), np.float64)
+            for j, i in enumerate(targets):
+                fused.random_keep(selection[i], keep_limit(self.densities[i]), start, keep)
+                row[j] = fused.l1_sums(views[i], views[-1], keep, tensor.block)
+            return row
+
+        if self.sparsify == "random" and tensor.raw_bf16:
+            totals = tensor.reduce_raw(raw_sums, np.add)
+        else:
+            totals = tensor.reduce(sums, np.add)
         factors = {}
         for j, i in enumerate(targets):
             before, after = totals[j]
@@ -181,16 +211,32 @@ class TaskVectorKernel(Kernel):
 
     # ------------------------------------------------------------ bf16 straight from the raw bits
 
+    def _keeps(self, models: int, n: int) -> np.ndarray:
+        """A (models, n) byte array for DARE's masks, kept per worker thread."""
+        held = getattr(self._local, "keeps", None)
+        if held is None or len(held) < models * n:
+            held = self._local.keeps = np.empty(models * n, np.uint8)
+        return held[: models * n].reshape(models, n)
+
     def combine_bf16(self, raw: list[np.ndarray], start: int, out: np.ndarray, state) -> bool:
-        if self.sparsify == "random":
-            return False  # DARE's mask is numpy's PCG64 stream: the numpy path
         selection, factors = state if state is not None else ({}, {})
-        rules = np.empty((len(self.weights), 4), np.int64)
-        for i in range(len(self.weights)):
-            rule = fused_rule(selection.get(i))
-            if rule is None:
-                return False
-            rules[i] = rule
+        m = len(self.weights)
+        rules = np.empty((m, 4), np.int64)
+        if self.sparsify == "random":
+            keeps = self._keeps(m, len(out))
+            for i in range(m):
+                rules[i] = fused.MASKED if i in self.sparse else fused.KEEP_ALL
+                if i in self.sparse:
+                    if i not in selection:
+                        return False  # not seeded by `prepare`: the numpy path draws its own
+                    fused.random_keep(selection[i], keep_limit(self.densities[i]), start, keeps[i])
+        else:
+            keeps = np.empty((m, 0), np.uint8)  # one compiled signature: always a 2-D byte array
+            for i in range(m):
+                rule = fused_rule(selection.get(i))
+                if rule is None:
+                    return False
+                rules[i] = rule
         kind = np.float32
         scales = np.array([(factors.get(i, 1.0), w) for i, w in enumerate(self.weights)], kind)
         fused.merge_chunk(
@@ -198,6 +244,7 @@ class TaskVectorKernel(Kernel):
             out,
             start,
             rules,
+            keeps,
             scales,
             self.consensus,
             self.normalize,
