@@ -77,7 +77,10 @@ CONFIGS = {
     "dare_ties": "merge_method: dare_ties\nparameters: {{density: 0.5, random_seed: 3}}",
     "dare_ties_no_rescale_normalize": "merge_method: dare_ties\nparameters: {{density: 0.6, rescale: false, normalize: true}}",
     "dare_linear": "merge_method: dare_linear\nparameters: {{density: 0.3, random_seed: 5, lambda: 1.3}}",
+    "dare_ties_per_model_density": "merge_method: dare_ties\nparameters: {{random_seed: 8}}",
 }
+# per-model parameters; density 1.0: model 2's task vector is kept whole (no mask, no factor)
+PER_MODEL = {"dare_ties_per_model_density": (", density: 0.5", ", density: 1.0", ", density: 0.2")}
 ODD_CHUNK = 3 * pipeline.BLOCK // 2 + 7  # chunks, blocks and DARE's 65,536-element tiles out of step
 WEIGHTS = (0.5, -0.3, 0.8)
 
@@ -87,8 +90,10 @@ def merge(
 ) -> bytes:
     base, *tuned = models
     text = CONFIGS[method].format() + f"\nbase_model: {base}\ndtype: bfloat16\nmodels:\n"
+    extra = PER_MODEL.get(method, ("", "", ""))
     text += "".join(
-        f"  - model: {m}\n    parameters: {{weight: {w}}}\n" for m, w in zip(tuned, WEIGHTS, strict=True)
+        f"  - model: {m}\n    parameters: {{weight: {w}{e}}}\n"
+        for m, w, e in zip(tuned, WEIGHTS, extra, strict=True)
     )
     config = out.with_suffix(".yaml")
     config.write_text(text)
