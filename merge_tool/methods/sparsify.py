@@ -17,9 +17,9 @@ DARE's keep mask is Bernoulli(density) drawn per tile: tile j (65,536
 elements) of (seed, tensor name, model) has its own seeded PCG64 stream, whose
 raw 32-bit words below density * 2**32 mark the kept elements, so
 the mask depends on neither chunk sizes nor threads and a recorded config
-replays bit for bit (`fused.random_keep` draws the same words, compiled). (The stream differs from torch's, so masks differ from
-mergekit's for the same seed; mergekit's masks depend on its device and
-scheduling anyway.)
+replays bit for bit (`fused.random_keep` draws the same words, compiled).
+(The stream differs from torch's, so masks differ from mergekit's for the
+same seed; mergekit's masks depend on its device and scheduling anyway.)
 """
 
 from __future__ import annotations
