@@ -17,6 +17,7 @@ from safetensors.torch import save_file
 
 from merge_tool import pipeline, run_merge
 from merge_tool.config import read_config
+from merge_tool.dtypes import BF16, widen
 from merge_tool.methods import fused, sparsify
 from merge_tool.methods.sparsify import SAMPLE_RUN, SAMPLE_SPANS
 from merge_tool.plan import plan_spec
@@ -177,9 +178,11 @@ def test_dare_l1_sums_are_the_numpy_passs_float64_bits(n):
     block = 65536
     expected = None
     for s in range(0, n, block):
-        delta = (x[s : s + block].astype(np.uint32) << 16).view(np.float32) - (
-            base[s : s + block].astype(np.uint32) << 16
-        ).view(np.float32)
+        t = min(block, n - s)
+        delta, widened_base = np.empty(t, np.float32), np.empty(t, np.float32)
+        widen(x[s : s + t], BF16, delta)
+        widen(base[s : s + t], BF16, widened_base)
+        delta -= widened_base
         row = np.array(
             [
                 np.abs(delta).sum(dtype=np.float64),

@@ -45,7 +45,7 @@ KEEP_NONE = (ABOVE_ALL, 0, ABOVE_ALL, 0)
 MASKED = (-2, 0, 0, 0)  # a rule that keeps where the model's row of `keeps` says so (DARE)
 END_ALL = 1 << 62  # a cut's end past every position: every key equal to it is kept
 TILE = 2048  # elements merged a model at a time: their float32 deltas stay in L1
-PCG_TILE = 1 << 16  # elements per seeded stream of DARE's mask (sparsify.TILE)
+PCG_TILE = 1 << 16  # elements per seeded stream of DARE's mask (sparsify.TILE is this)
 _MULT_HI, _MULT_LO = np.uint64(0x2360ED051FC65DA4), np.uint64(0x4385DF649FCCF645)  # PCG64's multiplier
 _I128 = ir.IntType(128)
 

@@ -39,7 +39,7 @@ from .base import Block, TensorPass
 log = logging.getLogger(__name__)
 
 DIGITS = ((20, 11), (10, 10), (0, 10))  # (shift, width) of each radix digit of a 31-bit magnitude key
-TILE = 1 << 16
+TILE = fused.PCG_TILE  # elements per seeded stream of DARE's mask (one definition, the compiled one's)
 SAMPLE_SPANS, SAMPLE_RUN = 64, 4096  # the sample that brackets a large tensor's k-th largest magnitude
 SAMPLE_SIGMAS = 6.0  # the bracket's half-width, in standard deviations of the sample's rank
 CANDIDATES_MIN, CANDIDATES_SHARE = 1 << 20, 16  # keys held inside a bracket: at most max(MIN, numel / SHARE)

@@ -225,11 +225,13 @@ class TaskVectorKernel(Kernel):
         if self.sparsify == "random":
             keeps = self._keeps(m, len(out))
             for i in range(m):
-                rules[i] = fused.MASKED if i in self.sparse else fused.KEEP_ALL
-                if i in self.sparse:
-                    if i not in selection:
-                        return False  # not seeded by `prepare`: the numpy path draws its own
-                    fused.random_keep(selection[i], keep_limit(self.densities[i]), start, keeps[i])
+                if i not in self.sparse:
+                    rules[i] = fused.KEEP_ALL
+                    continue
+                if i not in selection:
+                    return False  # not seeded by `prepare`: the numpy path draws its own
+                rules[i] = fused.MASKED
+                fused.random_keep(selection[i], keep_limit(self.densities[i]), start, keeps[i])
         else:
             keeps = np.empty((m, 0), np.uint8)  # one compiled signature: always a 2-D byte array
             for i in range(m):
